@@ -1,0 +1,91 @@
+"""attnprobe's own Conformer encoder-decoder (:class:`attnprobe.models.ConformerAED`) and its
+encoder alone (:class:`attnprobe.models.ConformerEncoder`).
+
+Attention probabilities come from the model's own taps, which it fills only while a trace wants
+them; its output always comes from the fast SDPA path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnprobe.capture import TapAttention
+from attnprobe.sites import Site
+
+from .base import Adapter, LengthEntry, SiteBinding, register_builtin
+
+BRANCHES = (("ffn1", "ffn"), ("self_attn", "self_attn"), ("conv", "conv"), ("ffn2", "ffn"))
+
+
+@register_builtin
+class ConformerAEDAdapter(Adapter):
+    family = "attnprobe-conformer"
+    description = "attnprobe.models.ConformerAED / ConformerEncoder"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return (type(model).__module__.startswith("attnprobe.models")
+                and type(model).__name__ in ("ConformerAED", "ConformerEncoder"))
+
+    @property
+    def encoder(self) -> nn.Module:
+        return getattr(self.model, "encoder", self.model)
+
+    def _prefix(self) -> str:
+        return "encoder." if self.encoder is not self.model else ""
+
+    def bindings(self) -> list[SiteBinding]:
+        prefix = self._prefix()
+        encoder = self.encoder
+        found = [SiteBinding(Site("encoder.frontend", "frontend", "encoder", None,
+                                  f"{prefix}frontend"), encoder.frontend, input_name="features")]
+        for layer, block in enumerate(encoder.blocks):
+            path = f"{prefix}blocks.{layer}"
+            found.append(SiteBinding(Site(f"encoder.{layer}", "block", "encoder", layer, path),
+                                     block, input_name="x"))
+            for child, kind in BRANCHES:
+                module = getattr(block, child)
+                attention = (TapAttention(module.attention.attention_tap)
+                             if kind == "self_attn" else None)
+                found.append(SiteBinding(
+                    Site(f"encoder.{layer}.{child}", kind, "encoder", layer, f"{path}.{child}"),
+                    module, input_name="x", attention=attention))
+        decoder = getattr(self.model, "decoder", None)
+        if decoder is not None:
+            cross = decoder.cross_attn
+            found.append(SiteBinding(
+                Site("decoder.0.cross_attn", "cross_attn", "decoder", 0, "decoder.cross_attn"),
+                cross, output_module=cross.context_tap, attention=TapAttention(cross.attention_tap)))
+        return found
+
+    def length_entries(self) -> list[LengthEntry]:
+        encoder = self.encoder
+
+        def lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+            feature_lengths = _argument(args, kwargs, 1, "feature_lengths")
+            if feature_lengths is None:
+                feature_lengths = _argument(args, kwargs, 1, "lengths")
+            found: dict[str, torch.Tensor] = {}
+            if feature_lengths is not None:
+                found["features"] = feature_lengths
+                found["encoder"] = encoder.output_lengths(feature_lengths)
+            label_lengths = _argument(args, kwargs, 3, "label_lengths")
+            if label_lengths is not None:
+                # Teacher forcing predicts every label plus the end-of-sentence symbol.
+                found["decoder"] = label_lengths + 1
+            return found
+
+        entries = [LengthEntry(self.model, lengths)]
+        if encoder is not self.model:
+            entries.append(LengthEntry(encoder, lengths))
+        return entries
+
+
+def _argument(args: tuple, kwargs: Mapping[str, Any], position: int, name: str
+              ) -> torch.Tensor | None:
+    value = args[position] if position < len(args) else kwargs.get(name)
+    return value if isinstance(value, torch.Tensor) else None

@@ -1,0 +1,23 @@
+"""Errors attnprobe raises. Each message names the fix."""
+
+from __future__ import annotations
+
+
+class AttnprobeError(Exception):
+    """Base class of attnprobe's own errors."""
+
+
+class UnsupportedModelError(AttnprobeError, TypeError):
+    """No adapter knows this model, and the generic fallback found nothing to trace."""
+
+
+class MemoryBudgetExceeded(AttnprobeError, MemoryError):
+    """Storing the requested tensors would pass the trace's memory budget."""
+
+
+class GradientUnavailableError(AttnprobeError, RuntimeError):
+    """A gradient probe was asked for where autograd cannot run (e.g. under inference_mode)."""
+
+
+class InputError(AttnprobeError, ValueError):
+    """Shapes, lengths or values of the user's input cannot be used (wrong shape, NaN, too short)."""

@@ -1,0 +1,43 @@
+"""Streaming reducers: statistics computed while the forward pass runs, so full tensors such as
+``(layers, heads, T, T)`` attention never have to be stored.
+
+A reducer sees every tensor a trace captures, the moment it is produced, and keeps only what it
+needs. Pass reducers to ``attnprobe.trace(..., reducers=[...], store=False)`` for constant memory::
+
+    counter = CallCounter()
+    with attnprobe.trace(model, reducers=[counter], store=False):
+        model(features, lengths)
+    counter.counts   # {"encoder.0.self_attn": {"attention": 1, "output": 1}, ...}
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Protocol, runtime_checkable
+
+from .records import Captured
+from .sites import Site
+
+
+@runtime_checkable
+class StreamingReducer(Protocol):
+    """Anything with an ``update`` method is a reducer."""
+
+    def update(self, site: Site, what: str, captured: Captured) -> None:
+        """Fold one captured tensor into the running statistics.
+
+        Args:
+            site: where it was captured.
+            what: ``"output"``, ``"input"`` or ``"attention"``.
+            captured: the tensor with its valid lengths (see :class:`attnprobe.records.Captured`).
+        """
+
+
+class CallCounter:
+    """Counts captures per site and kind; the smallest useful reducer (and a test double)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+
+    def update(self, site: Site, what: str, captured: Captured) -> None:
+        self.counts[site.name][what] += 1
