@@ -30,7 +30,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from attnprobe.batch import SpeechBatch
 from attnprobe.capture import AttentionCapture
+from attnprobe.errors import CapabilityError
 from attnprobe.sites import Site
 
 LengthFunction = Callable[[tuple, Mapping[str, Any]], Mapping[str, torch.Tensor]]
@@ -100,6 +102,32 @@ class Adapter(ABC):
     def length_entries(self) -> list[LengthEntry]:
         """Modules whose calls reveal valid lengths; empty when the model takes no padding."""
         return []
+
+    # Capabilities used by probes. A family that lacks one says so with an error naming the
+    # alternative; a family that has it overrides the method.
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """One forward pass of the model on ``batch`` (teacher-forced when it carries labels)."""
+        raise CapabilityError(f"the {self.family} adapter cannot run a batch by itself; call the "
+                              f"model yourself inside attnprobe.trace(...)")
+
+    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
+        """Teacher-forced ``log p(a_s | a_<s, X)`` per reference label, ``(batch, labels)``.
+
+        Differentiable with respect to ``batch.inputs``; 0 at padded label positions.
+        """
+        raise CapabilityError(f"the {self.family} adapter has no teacher-forced label "
+                              f"probabilities; gradient alignment needs a decoder or CTC head")
+
+    @property
+    def has_decoder(self) -> bool:
+        """Whether the model has an attention decoder (cross-attention) to probe."""
+        return any(binding.site.kind == "cross_attn" for binding in self.bindings())
+
+    @property
+    def frame_shift_seconds(self) -> float:
+        """Seconds between two frames of ``batch.inputs`` (0.01 for 10 ms features)."""
+        return 0.01
 
 
 @dataclass

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from .errors import (
     AttnprobeError,
+    CapabilityError,
     GradientUnavailableError,
     InputError,
     MemoryBudgetExceeded,
     UnsupportedModelError,
 )
+from .batch import SpeechBatch
 from .records import Captured, Record
 from .reducers import StreamingReducer
 from .sites import SITE_KINDS, Site
@@ -25,6 +27,8 @@ __version__ = "0.1.0"
 __all__ = [
     "SITE_KINDS",
     "AttnprobeError",
+    "CapabilityError",
+    "SpeechBatch",
     "Captured",
     "GradientUnavailableError",
     "InputError",

@@ -21,3 +21,7 @@ class GradientUnavailableError(AttnprobeError, RuntimeError):
 
 class InputError(AttnprobeError, ValueError):
     """Shapes, lengths or values of the user's input cannot be used (wrong shape, NaN, too short)."""
+
+
+class CapabilityError(AttnprobeError, RuntimeError):
+    """The model family cannot do what a probe asked (e.g. teacher forcing on an encoder only)."""
