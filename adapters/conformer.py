@@ -13,7 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnprobe.batch import SpeechBatch
 from attnprobe.capture import TapAttention
+from attnprobe.errors import CapabilityError
 from attnprobe.sites import Site
 
 from .base import Adapter, LengthEntry, SiteBinding, register_builtin
@@ -83,6 +85,29 @@ class ConformerAEDAdapter(Adapter):
         if encoder is not self.model:
             entries.append(LengthEntry(encoder, lengths))
         return entries
+
+    def run(self, batch: SpeechBatch) -> Any:
+        if self.encoder is self.model:
+            return self.model(batch.inputs, batch.input_lengths)
+        return self.model(batch.inputs, batch.input_lengths, batch.labels, batch.label_lengths)
+
+    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
+        if self.encoder is self.model:
+            raise CapabilityError("a bare ConformerEncoder has no decoder to teacher-force; trace "
+                                  "the ConformerAED that holds it")
+        if batch.labels is None or batch.label_lengths is None:
+            raise CapabilityError("teacher forcing needs reference labels: give SpeechBatch(..., "
+                                  "labels=..., label_lengths=...)")
+        return self.model.label_log_probs(batch.inputs, batch.input_lengths, batch.labels,
+                                          batch.label_lengths)
+
+    @property
+    def subsampling(self) -> int:
+        """Encoder frames are this many input frames apart."""
+        factor = 1
+        for pool in self.encoder.frontend_time_pools():
+            factor *= pool
+        return factor
 
 
 def _argument(args: tuple, kwargs: Mapping[str, Any], position: int, name: str
