@@ -7,6 +7,7 @@ them; its output always comes from the fast SDPA path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,10 +105,7 @@ class ConformerAEDAdapter(Adapter):
     @property
     def subsampling(self) -> int:
         """Encoder frames are this many input frames apart."""
-        factor = 1
-        for pool in self.encoder.frontend_time_pools():
-            factor *= pool
-        return factor
+        return math.prod(self.encoder.frontend.time_pools)
 
 
 def _argument(args: tuple, kwargs: Mapping[str, Any], position: int, name: str
