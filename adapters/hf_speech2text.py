@@ -1,0 +1,95 @@
+"""Hugging Face Speech2Text: ``Speech2TextForConditionalGeneration``, ``Speech2TextModel`` and
+``Speech2TextEncoder``.
+
+Sites: ``encoder.frontend`` (input: the filter-bank features ``(batch, frames, features)``; output:
+what enters the first block, after the convolutional subsampler, embedding scale and sinusoidal
+positions), ``encoder.{i}``, ``encoder.{i}.self_attn``, ``encoder.{i}.ffn``, ``decoder.{i}``,
+``decoder.{i}.self_attn`` (causal), ``decoder.{i}.cross_attn``, ``decoder.{i}.ffn``. The
+feed-forward branch is inline code: its input is ``fc1``'s input and its output ``fc2``'s output.
+
+Lengths: feature frames from ``attention_mask``, encoder frames through the model's own
+``_get_feat_extract_output_lengths``; the decoder's keys of cross-attention from the frame-level
+mask it receives; decoder positions from ``decoder_attention_mask`` when given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import LengthEntry, SiteBinding, register_builtin
+from .hf_common import (
+    MBART_DECODER_BRANCHES,
+    MBART_ENCODER_BRANCHES,
+    EncoderDecoderStacks,
+    HuggingFaceAdapter,
+    argument,
+    decoder_lengths,
+    find_module,
+    valid_lengths,
+)
+
+
+@register_builtin
+class Speech2TextAdapter(HuggingFaceAdapter):
+    family = "hf-speech2text"
+    description = "Hugging Face Speech2Text (Speech2TextForConditionalGeneration, ...Model)"
+    family_modules = ("transformers.models.speech_to_text.modeling_speech_to_text",)
+
+    @classmethod
+    def locate(cls, model: nn.Module) -> EncoderDecoderStacks | None:
+        stacks = EncoderDecoderStacks(find_module(model, ["Speech2TextEncoder"]),
+                                   find_module(model, ["Speech2TextDecoder"]))
+        return stacks if stacks.encoder is not None or stacks.decoder is not None else None
+
+    def bindings(self) -> list[SiteBinding]:
+        stacks = self.locate(self.model)
+        assert stacks is not None
+        found: list[SiteBinding] = []
+        if stacks.encoder is not None:
+            found.append(self.frontend_binding(stacks.encoder.conv, stacks.encoder.layers[0],
+                                               lambda features: features))
+            found += self.stack_bindings("encoder", stacks.encoder.layers, MBART_ENCODER_BRANCHES)
+        if stacks.decoder is not None:
+            found += self.stack_bindings("decoder", stacks.decoder.layers, MBART_DECODER_BRANCHES)
+        return found
+
+    def length_entries(self) -> list[LengthEntry]:
+        stacks = self.locate(self.model)
+        assert stacks is not None
+        entries = []
+        if stacks.encoder is not None:
+            encoder = stacks.encoder
+
+            def encoder_lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+                features = argument(args, kwargs, 0, "input_features")
+                if not isinstance(features, torch.Tensor):
+                    return {}
+                mask = argument(args, kwargs, 1, "attention_mask")
+                if isinstance(mask, torch.Tensor) and mask.dim() > 2:
+                    # generate() repeats the mask over the feature axis, as the model undoes too
+                    mask = mask[:, :, -1]
+                frames = valid_lengths(mask, features.shape[0], features.shape[1])
+                return {"features": frames,
+                        "encoder": encoder._get_feat_extract_output_lengths(frames)}
+
+            entries.append(LengthEntry(encoder, encoder_lengths))
+        if stacks.decoder is not None:
+            def lengths_seen_by_decoder(args: tuple, kwargs: Mapping[str, Any]
+                                        ) -> dict[str, torch.Tensor]:
+                found = {}
+                decoder = decoder_lengths(args, kwargs, mask_position=1, cache_position=4)
+                if decoder is not None:
+                    found["decoder"] = decoder
+                encoded = argument(args, kwargs, 2, "encoder_hidden_states")
+                if isinstance(encoded, torch.Tensor):
+                    found["encoder"] = valid_lengths(
+                        argument(args, kwargs, 3, "encoder_attention_mask"),
+                        encoded.shape[0], encoded.shape[1])
+                return found
+
+            entries.append(LengthEntry(stacks.decoder, lengths_seen_by_decoder))
+        return entries
