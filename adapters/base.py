@@ -119,6 +119,19 @@ class Adapter(ABC):
         raise CapabilityError(f"the {self.family} adapter has no teacher-forced label "
                               f"probabilities; gradient alignment needs a decoder or CTC head")
 
+    def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """CTC log-posteriors ``(batch, frames, vocab)`` and valid frames ``(batch,)``.
+
+        Differentiable with respect to ``batch.inputs``.
+        """
+        raise CapabilityError(f"the {self.family} adapter has no CTC output; use "
+                              f"label_log_probs for attention decoders")
+
+    @property
+    def subsampling(self) -> int:
+        """Input frames (of ``batch.inputs``) per output frame of the encoder."""
+        raise CapabilityError(f"the {self.family} adapter does not know its subsampling factor")
+
     @property
     def has_decoder(self) -> bool:
         """Whether the model has an attention decoder (cross-attention) to probe."""
