@@ -1,0 +1,324 @@
+"""``nn.MultiheadAttention`` capture and the generic fallback on plain torch transformers."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import attnprobe
+from attnprobe.adapters import _BUILTIN_MODULES, SiteBinding, find_adapter
+from attnprobe.adapters.generic import (
+    FINDERS,
+    InferredAdapter,
+    attention_site,
+    infer_adapter,
+    register_finder,
+)
+from attnprobe.errors import MemoryBudgetExceeded
+from tests.torchaudio_models import assert_restored, assert_rows_are_distributions, snapshot
+
+DIM, HEADS = 8, 2
+
+
+class Injected(Exception):
+    pass
+
+
+def attention_module(batch_first: bool, seed: int = 0) -> nn.MultiheadAttention:
+    torch.manual_seed(seed)
+    return nn.MultiheadAttention(DIM, HEADS, batch_first=batch_first).eval()
+
+
+def padded_inputs(lengths: list[int], batch_first: bool, seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(batch, frames, DIM)`` (time-major unless ``batch_first``) and the key-padding mask."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(lengths), max(lengths), DIM, generator=generator)
+    padding = torch.arange(max(lengths))[None, :] >= torch.tensor(lengths)[:, None]
+    return (x if batch_first else x.transpose(0, 1)), padding
+
+
+def traced_attention(module: nn.Module, *args: object, **kwargs: object):
+    """Call ``module`` inside a trace (with the generic adapter); return output and the trace."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        adapter = infer_adapter(module)
+    with attnprobe.trace(module, adapter=adapter) as traced:
+        output = module(*args, **kwargs)
+    return output, traced
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("request_", [{}, {"need_weights": False}, {"average_attn_weights": False},
+                                      {"need_weights": True, "average_attn_weights": True}])
+def test_caller_gets_exactly_what_it_asked_for(batch_first: bool, request_: dict) -> None:
+    module = attention_module(batch_first)
+    x, padding = padded_inputs([5, 3, 1], batch_first)
+    expected = module(x, x, x, key_padding_mask=padding, **request_)
+    before = snapshot(module)
+    output, traced = traced_attention(module, x, x, x, key_padding_mask=padding, **request_)
+    assert_restored(module, before)
+    assert torch.allclose(output[0], expected[0], atol=1e-5, rtol=0)
+    if expected[1] is None:
+        assert output[1] is None
+    else:
+        assert output[1].shape == expected[1].shape
+        assert torch.allclose(output[1], expected[1], atol=1e-5, rtol=0)
+    record = traced["encoder.0.self_attn"]
+    assert record.attention.shape == (3, HEADS, 5, 5)
+    assert torch.equal(record.lengths, torch.tensor([5, 3, 1]))
+    assert_rows_are_distributions(record.attention, record.lengths, record.key_lengths)
+
+
+def test_positional_options_and_unbatched_calls() -> None:
+    module = attention_module(batch_first=False)
+    x, padding = padded_inputs([4, 2], batch_first=False)
+    expected = module(x, x, x, padding, False)
+    output, traced = traced_attention(module, x, x, x, padding, False)
+    assert output[1] is None and torch.allclose(output[0], expected[0], atol=1e-5)
+    assert traced["encoder.0.self_attn"].attention.shape == (2, HEADS, 4, 4)
+    single = x[:, 0]
+    expected = module(single, single, single)
+    output, traced = traced_attention(module, single, single, single)
+    assert torch.allclose(output[1], expected[1], atol=1e-5)
+    assert traced["encoder.0.self_attn"].attention.shape == (1, HEADS, 4, 4)
+
+
+def test_probabilities_times_values_give_the_module_output() -> None:
+    module = attention_module(batch_first=True)
+    x, padding = padded_inputs([6, 4], batch_first=True)
+    output, traced = traced_attention(module, x, x, x, key_padding_mask=padding, need_weights=False)
+    values = F.linear(x, module.in_proj_weight[2 * DIM:], module.in_proj_bias[2 * DIM:])
+    split = values.view(2, 6, HEADS, DIM // HEADS).transpose(1, 2)
+    mixed = (traced["encoder.0.self_attn"].attention @ split).transpose(1, 2).reshape(2, 6, DIM)
+    assert torch.allclose(module.out_proj(mixed), output[0], atol=1e-5)
+
+
+def test_nested_traces_both_receive_attention_and_user_hooks_see_the_callers_output() -> None:
+    module = attention_module(batch_first=True)
+    x, padding = padded_inputs([5, 2], batch_first=True)
+    seen: list[object] = []
+    handle = module.register_forward_hook(lambda _m, _a, output: seen.append(output[1]))
+    before = snapshot(module)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with attnprobe.trace(module, adapter=InferredAdapter) as outer:
+            during = module.register_forward_hook(lambda _m, _a, output: seen.append(output[1]))
+            with attnprobe.trace(module, adapter=InferredAdapter) as inner:
+                module(x, x, x, key_padding_mask=padding, need_weights=False)
+            during.remove()
+    assert_restored(module, before)
+    handle.remove()
+    assert seen == [None, None]
+    assert torch.equal(inner["encoder.0.self_attn"].attention,
+                       outer["encoder.0.self_attn"].attention)
+
+
+def test_nobody_wanting_weights_leaves_the_call_untouched() -> None:
+    module = attention_module(batch_first=True)
+    x, padding = padded_inputs([5, 2], batch_first=True)
+    expected = module(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+    with attnprobe.trace(module, adapter=InferredAdapter, store=False):
+        output = module(x, x, x, key_padding_mask=padding, need_weights=False)[0]
+    assert torch.equal(output, expected)
+
+
+def test_memory_budget_stops_before_weights_exist_and_cleans_up() -> None:
+    module = attention_module(batch_first=True)
+    x, padding = padded_inputs([5, 2], batch_first=True)
+    before = snapshot(module)
+    with pytest.raises(MemoryBudgetExceeded):
+        with attnprobe.trace(module, adapter=InferredAdapter, memory_budget=16):
+            module(x, x, x, key_padding_mask=padding)
+    assert_restored(module, before)
+
+
+@settings(max_examples=20, deadline=None)
+@given(lengths=st.lists(st.integers(1, 6), min_size=1, max_size=4), batch_first=st.booleans(),
+       need_weights=st.booleans(), failure=st.sampled_from([None, "in_forward", "after_forward"]))
+def test_any_batch_and_failure_leave_the_module_as_it_was(
+        lengths: list[int], batch_first: bool, need_weights: bool, failure: str | None) -> None:
+    module = attention_module(batch_first)
+    x, padding = padded_inputs(lengths, batch_first)
+    expected = module(x, x, x, key_padding_mask=padding, need_weights=need_weights)
+    before = snapshot(module)
+    try:
+        with attnprobe.trace(module, adapter=InferredAdapter) as traced:
+            if failure == "in_forward":
+                failing = module.register_forward_pre_hook(_raise)
+            try:
+                output = module(x, x, x, key_padding_mask=padding, need_weights=need_weights)
+            finally:
+                if failure == "in_forward":
+                    failing.remove()
+            if failure == "after_forward":
+                raise Injected
+    except Injected:
+        assert failure is not None
+    assert_restored(module, before)
+    if failure != "in_forward":
+        assert torch.allclose(output[0], expected[0], atol=1e-5, rtol=0)
+        assert (output[1] is None) == (not need_weights)
+        record = traced["encoder.0.self_attn"]
+        assert_rows_are_distributions(record.attention, record.lengths, record.key_lengths)
+    again = module(x, x, x, key_padding_mask=padding, need_weights=need_weights)
+    assert torch.equal(again[0], expected[0])
+
+
+def _raise(*_: object) -> None:
+    raise Injected
+
+
+# ----------------------------------------------------------------------------- generic fallback
+def tiny_transformer(batch_first: bool) -> nn.Transformer:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's advice to use batch_first
+        return nn.Transformer(d_model=DIM, nhead=HEADS, num_encoder_layers=2,
+                              num_decoder_layers=2, dim_feedforward=16, dropout=0.0,
+                              batch_first=batch_first).eval()
+
+
+def test_generic_infers_transformer_sites_and_warns_once_naming_them() -> None:
+    model = tiny_transformer(batch_first=False)
+    with pytest.warns(UserWarning, match="decoder.1.cross_attn <- decoder.layers.1.multihead_attn"):
+        adapter = infer_adapter(model)
+    assert adapter is not None
+    sites = [binding.site for binding in adapter.bindings()]
+    assert [(site.name, site.stack, site.layer, site.kind) for site in sites] == [
+        ("encoder.0.self_attn", "encoder", 0, "self_attn"),
+        ("encoder.1.self_attn", "encoder", 1, "self_attn"),
+        ("decoder.0.self_attn", "decoder", 0, "self_attn"),
+        ("decoder.0.cross_attn", "decoder", 0, "cross_attn"),
+        ("decoder.1.self_attn", "decoder", 1, "self_attn"),
+        ("decoder.1.cross_attn", "decoder", 1, "cross_attn")]
+    assert any("stack" in note for note in adapter.notes)
+    assert any("tgt_key_padding_mask" in note for note in adapter.notes)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_generic_trace_of_transformer_matches_untraced_with_lengths(batch_first: bool) -> None:
+    model = tiny_transformer(batch_first)
+    source, source_padding = padded_inputs([6, 4, 2], batch_first, seed=1)
+    target, target_padding = padded_inputs([4, 3, 1], batch_first, seed=2)
+    causal = torch.triu(torch.ones(4, 4, dtype=torch.bool), diagonal=1)
+    masks = dict(src_key_padding_mask=source_padding, tgt_key_padding_mask=target_padding,
+                 memory_key_padding_mask=source_padding, tgt_mask=causal)
+    expected = model(source, target, **masks)
+    before = snapshot(model)
+    with pytest.warns(UserWarning):
+        adapter = infer_adapter(model)
+    with attnprobe.trace(model, adapter=adapter) as traced:
+        output = model(source, target, **masks)
+    assert_restored(model, before)
+    assert torch.allclose(output, expected, atol=1e-5, rtol=0)
+    cross = traced["decoder.1.cross_attn"]
+    assert cross.attention.shape == (3, HEADS, 4, 6)
+    assert torch.equal(cross.lengths, torch.tensor([4, 3, 1]))
+    assert torch.equal(cross.key_lengths, torch.tensor([6, 4, 2]))
+    for record in traced:
+        assert record.attentions[0].lengths_known
+        assert_rows_are_distributions(record.attention, record.lengths, record.key_lengths)
+    decoder_self = traced["decoder.0.self_attn"].attention
+    assert torch.all(decoder_self.triu(diagonal=1) == 0)
+
+
+def test_generic_handles_the_nested_tensor_fast_path() -> None:
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(DIM, HEADS, 16, dropout=0.0, batch_first=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = nn.TransformerEncoder(layer, 2).eval()
+    x, padding = padded_inputs([6, 3, 2], batch_first=True)
+    nested: list[bool] = []
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # Without any hook, the layers run torch's fused encoder-layer kernel.
+        expected = model(x, src_key_padding_mask=padding)
+        watch = model.layers[0].self_attn.register_forward_pre_hook(
+            lambda _m, args: nested.append(args[0].is_nested))
+        before = snapshot(model)
+        with attnprobe.trace(model, adapter=InferredAdapter,
+                             capture={"input", "output", "attention"}) as traced:
+            output = model(x, src_key_padding_mask=padding)
+    assert_restored(model, before)
+    watch.remove()
+    assert nested == [True]
+    assert torch.allclose(output, expected, atol=1e-5, rtol=0)
+    record = traced["encoder.1.self_attn"]
+    assert record.input.shape == record.output.shape == (3, 6, DIM)
+    assert not record.input.is_nested and not record.output.is_nested
+    assert_rows_are_distributions(record.attention, record.lengths, record.key_lengths)
+
+
+class TwoTowers(nn.Module):
+    """Attention modules with no layer numbers in their paths, one of them cross-attention."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.audio = nn.ModuleDict({"attention": nn.MultiheadAttention(DIM, HEADS)})
+        self.text = nn.ModuleDict({"attention": nn.MultiheadAttention(DIM, HEADS)})
+        self.encoder_attn = nn.MultiheadAttention(DIM, HEADS)
+
+
+def test_generic_numbers_sites_without_layer_numbers_and_reads_cross_by_name() -> None:
+    with pytest.warns(UserWarning):
+        adapter = infer_adapter(TwoTowers())
+    assert adapter is not None
+    assert [binding.site.name for binding in adapter.bindings()] == [
+        "encoder.0.self_attn", "encoder.1.self_attn", "decoder.0.cross_attn"]
+    assert any("numbered in module order" in note for note in adapter.notes)
+
+
+@pytest.mark.parametrize("padding_value", [True, float("-inf"), -1e4])
+def test_generic_lengths_from_boolean_and_additive_padding_masks(padding_value: object) -> None:
+    model = tiny_transformer(batch_first=True).encoder
+    x, padding = padded_inputs([6, 2], batch_first=True)
+    mask = padding if padding_value is True else torch.zeros(2, 6).masked_fill(padding,
+                                                                                padding_value)
+    with pytest.warns(UserWarning):
+        adapter = infer_adapter(model)
+    with attnprobe.trace(model, adapter=adapter) as traced:
+        model(x, src_key_padding_mask=mask)
+    assert torch.equal(traced["encoder.0.self_attn"].lengths, torch.tensor([6, 2]))
+    left_padded = padding.flip(1)
+    with attnprobe.trace(model, adapter=adapter) as traced:
+        model(x, src_key_padding_mask=left_padded)
+    assert not traced["encoder.0.self_attn"].attentions[0].lengths_known
+
+
+def test_generic_finds_nothing_in_a_model_without_attention() -> None:
+    assert infer_adapter(nn.Sequential(nn.Linear(4, 4), nn.ReLU())) is None
+
+
+def test_registered_finders_extend_the_fallback() -> None:
+    class Pooling(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    def find_pooling(model: nn.Module) -> list[SiteBinding]:
+        return [SiteBinding(attention_site(path, "self_attn"), module)
+                for path, module in model.named_modules() if isinstance(module, Pooling)]
+
+    model = nn.Sequential(nn.ModuleList([Pooling(), Pooling()]))
+    assert infer_adapter(model) is None
+    register_finder(find_pooling)
+    try:
+        with pytest.warns(UserWarning, match="encoder.1.self_attn <- 0.1"):
+            adapter = infer_adapter(model)
+    finally:
+        FINDERS.remove(find_pooling)
+    assert adapter is not None and len(adapter.bindings()) == 2
+
+
+@pytest.mark.skipif("generic" not in _BUILTIN_MODULES,
+                    reason="adapters/__init__.py does not list the generic fallback yet")
+def test_find_adapter_falls_back_to_the_generic_adapter() -> None:
+    with pytest.warns(UserWarning, match="inferred 6 attention sites"):
+        assert isinstance(find_adapter(tiny_transformer(batch_first=True)), InferredAdapter)
