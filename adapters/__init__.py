@@ -17,7 +17,9 @@ from .base import Adapter, LengthEntry, SiteBinding, register_adapter, registry
 
 # Tried in this order; each module registers its adapters at import. None imports an optional
 # library (transformers, torchaudio) at module level.
-_BUILTIN_MODULES = ("conformer", "hf_whisper", "hf_wav2vec2", "hf_speech2text", "hf_parakeet")
+_BUILTIN_MODULES = ("conformer", "hf_whisper", "hf_wav2vec2", "hf_speech2text", "hf_parakeet",
+                    "torchaudio_conformer", "torchaudio_emformer", "torchaudio_wav2vec2", "generic",
+                    "hf_generic")
 for _name in _BUILTIN_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 

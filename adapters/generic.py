@@ -49,7 +49,10 @@ Finder = Callable[[nn.Module], list[SiteBinding]]
 
 CROSS_ATTENTION_MARKERS = ("cross", "encoder_attn", "src_attn")
 PADDING_MASK_AXES = {"src_key_padding_mask": "encoder", "memory_key_padding_mask": "encoder",
-                     "tgt_key_padding_mask": "decoder", "key_padding_mask": "encoder"}
+                     "tgt_key_padding_mask": "decoder", "key_padding_mask": "encoder",
+                     "attention_mask": "encoder", "decoder_attention_mask": "decoder"}
+VALID_IS_ONE = frozenset({"attention_mask", "decoder_attention_mask"})
+"""Hugging Face masks mark valid positions with 1; torch's key-padding masks mark padding."""
 
 
 def attention_kind(name: str, parent: nn.Module | None) -> str:
@@ -180,7 +183,7 @@ class InferredAdapter(Adapter):
                 return {}
             found: dict[str, torch.Tensor] = {}
             for name in self._padding_masks:
-                valid = _right_padded_lengths(call.get(name))
+                valid = _right_padded_lengths(call.get(name), name in VALID_IS_ONE)
                 if valid is not None:
                     found.setdefault(PADDING_MASK_AXES[name], valid)
             return found
@@ -196,12 +199,16 @@ def _padding_mask_parameters(model: nn.Module) -> list[str]:
     return [name for name in PADDING_MASK_AXES if name in parameters]
 
 
-def _right_padded_lengths(mask: Any) -> torch.Tensor | None:
-    """``(batch,)`` valid lengths of a ``(batch, frames)`` key-padding mask (boolean ``True``, or a
-    negative additive value, = padded) that pads at the end; ``None`` for anything else."""
+def _right_padded_lengths(mask: Any, valid_is_one: bool = False) -> torch.Tensor | None:
+    """``(batch,)`` valid lengths of a ``(batch, frames)`` mask that pads at the end; ``None`` for
+    anything else. Key-padding masks mark padding (boolean ``True`` or a negative additive value);
+    with ``valid_is_one`` the mask marks valid positions with 1 / ``True`` instead."""
     if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
         return None
-    padded = mask if mask.dtype == torch.bool else mask < 0
+    if valid_is_one:
+        padded = mask == 0
+    else:
+        padded = mask if mask.dtype == torch.bool else mask < 0
     valid = (~padded).sum(dim=1)
     frames = torch.arange(mask.shape[1], device=mask.device)
     if not torch.equal(frames[None, :] >= valid[:, None], padded):
