@@ -1,5 +1,6 @@
 """What the Hugging Face adapters share: matching by the family's python module, site bindings
-built from a per-family table, the frontend relay, and length helpers.
+built from a per-family table, the frontend relay, length helpers, and the capabilities probes use
+(running a :class:`~attnprobe.batch.SpeechBatch`, teacher-forced label log-probabilities).
 
 A family module only says which module classes hold its stacks and which attribute of a block is
 which branch (:class:`Branch`); :class:`HuggingFaceAdapter` turns that into sites named
@@ -16,7 +17,9 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from attnprobe.batch import SpeechBatch
 from attnprobe.capture import pick_argument
+from attnprobe.errors import CapabilityError, InputError
 from attnprobe.sites import Site
 
 from .base import Adapter, SiteBinding
@@ -224,3 +227,176 @@ def decoder_lengths(args: tuple, kwargs: Mapping[str, Any], mask_position: int,
     cache = argument(args, kwargs, cache_position, "cache", "past_key_values")
     seen = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
     return torch.full((tokens.shape[0],), seen + tokens.shape[1], dtype=torch.long)
+
+
+# ----------------------------------------------------------------------------- capabilities
+def model_input(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """``inputs`` on the model's device and in its floating dtype; the cast stays differentiable."""
+    parameter = next(model.parameters(), None)
+    if parameter is None:
+        return inputs
+    return inputs.to(device=parameter.device, dtype=parameter.dtype)
+
+
+def padding_mask(lengths: torch.Tensor, frames: int, device: torch.device) -> torch.Tensor:
+    """``(batch, frames)`` bool, True on the first ``lengths[i]`` frames of sequence ``i``."""
+    return torch.arange(frames, device=device)[None, :] < lengths.to(device)[:, None]
+
+
+def zero_padding(inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``inputs`` ``(batch, frames, ...)`` with zeros past each length, and the ``(batch, frames)``
+    int64 attention mask saying which frames are valid.
+
+    The feature extractors pad with zeros, and the convolutional frontends read past the last valid
+    frame; zeroing makes a padded batch compute what each sequence computes alone, whatever the
+    padding held, and gives padded positions exactly zero gradient.
+    """
+    valid = padding_mask(lengths, inputs.shape[1], inputs.device)
+    shaped = valid.view(*valid.shape, *(1,) * (inputs.dim() - 2))
+    return torch.where(shaped, inputs, inputs.new_zeros(())), valid.long()
+
+
+def require_rank(inputs: torch.Tensor, rank: int, layout: str, family: str, fix: str) -> None:
+    """Raise :class:`InputError` unless ``inputs`` has ``rank`` dimensions."""
+    if inputs.dim() != rank:
+        raise InputError(f"the {family} adapter takes batch.inputs as {layout}, got shape "
+                         f"{tuple(inputs.shape)}; {fix}")
+
+
+def require_size(inputs: torch.Tensor, size: int, what: str, family: str) -> None:
+    """Raise :class:`InputError` unless the last axis of ``inputs`` holds ``size`` ``what``."""
+    if inputs.shape[-1] != size:
+        raise InputError(f"this {family} model takes {size} {what} per frame, but batch.inputs "
+                         f"has {inputs.shape[-1]} (shape {tuple(inputs.shape)}); extract the "
+                         f"features with the checkpoint's own feature extractor")
+
+
+def feature_extractor_default(class_name: str, parameter: str) -> Any:
+    """The default of ``parameter`` in the constructor of transformers' ``class_name``."""
+    import inspect
+
+    import transformers
+
+    constructor = inspect.signature(getattr(transformers, class_name).__init__)
+    return constructor.parameters[parameter].default
+
+
+def no_decoder_error(model: nn.Module, ctc_class: str, has_ctc_head: bool) -> CapabilityError:
+    """What ``label_log_probs`` raises for an encoder-only family: where its label scores are."""
+    name = type(model).__name__
+    where = ("use adapter.ctc_log_probs(batch) for its per-frame label posteriors" if has_ctc_head
+             else f"load {ctc_class} and use adapter.ctc_log_probs(batch) for per-frame label "
+                  f"posteriors")
+    return CapabilityError(f"{name} has no attention decoder to teacher-force labels with; "
+                           f"{where}, or attnprobe.probes.frame_mapping, which needs no labels")
+
+
+class DecoderInputs(NamedTuple):
+    """A teacher-forced decoder call: the prompt followed by the reference labels."""
+
+    input_ids: torch.Tensor
+    """``(batch, prompt + labels)``; padded label positions hold the pad token."""
+    attention_mask: torch.Tensor
+    """``(batch, prompt + labels)`` int64, 1 on the prompt and the valid labels."""
+    labels: torch.Tensor
+    """``(batch, labels)``, padded positions holding the pad token (a valid index to gather)."""
+    valid: torch.Tensor
+    """``(batch, labels)`` bool, True on valid labels."""
+
+
+class HuggingFaceEncoderDecoderAdapter(HuggingFaceAdapter):
+    """Running and teacher-forcing the encoder-decoder families (Whisper, Speech2Text).
+
+    The decoder input is ``prompt_ids`` (an attribute: set it to the checkpoint's language / task
+    tokens where it needs them) followed by the reference labels, so the logits at the last prompt
+    position predict the first label. A subclass sets ``generation_class`` (the class with the
+    output projection) and implements :meth:`encoder_inputs` and :meth:`default_prompt_ids`.
+    """
+
+    generation_class: ClassVar[str] = ""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.prompt_ids: list[int] = self.default_prompt_ids()
+
+    @abstractmethod
+    def encoder_inputs(self, batch: SpeechBatch) -> dict[str, torch.Tensor]:
+        """Keyword arguments that feed ``batch.inputs`` to the model (features, padding mask)."""
+
+    @abstractmethod
+    def default_prompt_ids(self) -> list[int]:
+        """The decoder prompt the checkpoint generates after (at least its start token)."""
+
+    def generation_setting(self, name: str) -> Any:
+        """``name`` from the model's generation config, else from its config, else None."""
+        generation_config = getattr(self.model, "generation_config", None)
+        value = getattr(generation_config, name, None)
+        return value if value is not None else getattr(self.model.config, name, None)
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """One forward pass: the encoder on ``batch.inputs``, the decoder on the prompt followed by
+        the labels (the prompt alone without labels). Encoder-only models run the encoder."""
+        stacks = self.locate(self.model)
+        if stacks.encoder is None:
+            raise CapabilityError(f"{type(self.model).__name__} is a decoder without an encoder; "
+                                  f"load {self.generation_class} to run speech through it")
+        inputs = self.encoder_inputs(batch)
+        if stacks.decoder is None:
+            return self.model(**inputs)
+        decoder = self.decoder_inputs(batch)
+        return self.model(**inputs, decoder_input_ids=decoder.input_ids,
+                          decoder_attention_mask=decoder.attention_mask, use_cache=False)
+
+    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
+        """``(batch, labels)`` teacher-forced ``log p(a_s | prompt, a_<s, X)``, 0 at padded labels;
+        differentiable with respect to ``batch.inputs``."""
+        stacks = self.locate(self.model)
+        if (stacks.encoder is None or stacks.decoder is None
+                or self.model.get_output_embeddings() is None):
+            raise CapabilityError(f"{type(self.model).__name__} has no encoder, decoder and output "
+                                  f"projection together to score labels with; load "
+                                  f"{self.generation_class} from the same checkpoint")
+        if batch.labels is None:
+            raise InputError("teacher forcing needs reference labels: give SpeechBatch(..., "
+                             "labels=..., label_lengths=...), label ids without the prompt")
+        decoder = self.decoder_inputs(batch)
+        logits = self.run(batch).logits
+        first = len(self.prompt_ids) - 1
+        predicting = logits[:, first : first + decoder.labels.shape[1]].float().log_softmax(-1)
+        per_label = predicting.gather(-1, decoder.labels[..., None]).squeeze(-1)
+        return per_label.masked_fill(~decoder.valid, 0.0)
+
+    def decoder_inputs(self, batch: SpeechBatch) -> DecoderInputs:
+        """The prompt followed by ``batch``'s labels, checked against the decoder's limits."""
+        config = self.model.config
+        device = next(self.model.parameters()).device
+        if not self.prompt_ids:
+            raise InputError("adapter.prompt_ids is empty; the decoder needs at least its start "
+                             f"token, {self.generation_setting('decoder_start_token_id')}")
+        prompt = torch.tensor(self.prompt_ids, dtype=torch.long, device=device)
+        batch_size = batch.batch_size
+        if batch.labels is None or batch.label_lengths is None:
+            labels = torch.zeros(batch_size, 0, dtype=torch.long, device=device)
+            valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
+        else:
+            labels = batch.labels.to(device=device, dtype=torch.long)
+            valid = padding_mask(batch.label_lengths, labels.shape[1], device)
+        positions = len(self.prompt_ids) + labels.shape[1]
+        if positions > config.max_target_positions:
+            raise InputError(
+                f"labels too long for the decoder: {labels.shape[1]} labels after a "
+                f"{len(self.prompt_ids)}-token prompt take {positions} positions, but this "
+                f"{type(self.model).__name__} has max_target_positions="
+                f"{config.max_target_positions}; split the utterance into shorter segments")
+        out_of_vocabulary = valid & ((labels < 0) | (labels >= config.vocab_size))
+        if out_of_vocabulary.any():
+            raise InputError(f"label ids must lie in [0, {config.vocab_size}), found "
+                             f"{labels[out_of_vocabulary].unique().tolist()} at valid positions; "
+                             f"tokenize with the checkpoint's tokenizer and mark padding with "
+                             f"label_lengths")
+        pad = self.generation_setting("pad_token_id")
+        labels = labels.masked_fill(~valid, 0 if pad is None else pad)
+        input_ids = torch.cat([prompt.expand(batch_size, -1), labels], dim=1)
+        attention_mask = torch.cat([torch.ones(batch_size, len(self.prompt_ids), dtype=torch.bool,
+                                               device=device), valid], dim=1).long()
+        return DecoderInputs(input_ids, attention_mask, labels, valid)

@@ -10,18 +10,40 @@ before their 0.5 scaling).
 Lengths: feature frames from ``attention_mask``, encoder frames through the model's own
 ``_get_subsampling_output_length``. Parakeet masks padded frames as queries too: their attention
 rows are uniform over all keys and mean nothing.
+
+Capabilities: ``run`` takes ``batch.inputs`` as the mel features ``(batch, frames, mel)`` that
+``ParakeetForCTC`` takes, zero past each ``input_lengths`` (the extractor's padding value: the first
+convolution reads past the last valid frame) with the matching ``attention_mask``; RNN-T / TDT
+models run their encoder only, as their prediction network has no sites. ``ctc_log_probs`` needs a
+``ParakeetForCTC``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from attnprobe.batch import SpeechBatch
+from attnprobe.errors import CapabilityError
+
 from .base import LengthEntry, SiteBinding, register_builtin
-from .hf_common import Branch, HuggingFaceAdapter, argument, find_module, valid_lengths
+from .hf_common import (
+    Branch,
+    HuggingFaceAdapter,
+    argument,
+    feature_extractor_default,
+    find_module,
+    model_input,
+    no_decoder_error,
+    require_rank,
+    require_size,
+    valid_lengths,
+    zero_padding,
+)
 
 BRANCHES = (Branch("ffn1", "ffn", "feed_forward1"),
             Branch("self_attn", "self_attn", "self_attn"),
@@ -60,3 +82,48 @@ class ParakeetAdapter(HuggingFaceAdapter):
                     "encoder": encoder._get_subsampling_output_length(frames).long()}
 
         return [LengthEntry(encoder, lengths)]
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """One forward pass on the mel features ``batch.inputs`` ``(batch, frames, mel)``."""
+        encoder = self.locate(self.model)
+        assert encoder is not None
+        features = batch.inputs
+        require_rank(features, 3, "mel features (batch, frames, mel)", self.family,
+                     "extract them with ParakeetFeatureExtractor")
+        require_size(features, encoder.config.num_mel_bins, "mel bins", self.family)
+        features, mask = zero_padding(model_input(self.model, features), batch.input_lengths)
+        runs_whole_model = self.model is encoder or self._has_ctc_head()
+        return (self.model if runs_whole_model else encoder)(input_features=features,
+                                                             attention_mask=mask)
+
+    def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(batch, frames, vocab)`` CTC log-posteriors and ``(batch,)`` valid frames."""
+        if not self._has_ctc_head():
+            raise CapabilityError(f"{type(self.model).__name__} has no CTC head (RNN-T / TDT "
+                                  f"outputs are not per-frame posteriors); load ParakeetForCTC")
+        encoder = self.locate(self.model)
+        assert encoder is not None
+        log_probs = self.run(batch).logits.float().log_softmax(-1)
+        lengths = encoder._get_subsampling_output_length(
+            batch.input_lengths.to(log_probs.device)).long()
+        return log_probs, lengths
+
+    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
+        raise no_decoder_error(self.model, "ParakeetForCTC", self._has_ctc_head())
+
+    @property
+    def subsampling(self) -> int:
+        """Mel frames per encoder frame: the product of the subsampling convolutions' strides."""
+        encoder = self.locate(self.model)
+        assert encoder is not None
+        return math.prod(layer.stride[0] for layer in encoder.subsampling.layers
+                         if isinstance(layer, nn.Conv2d))
+
+    @property
+    def frame_shift_seconds(self) -> float:
+        """Hop of ParakeetFeatureExtractor's defaults: 160 samples at 16 kHz, 10 ms."""
+        return (feature_extractor_default("ParakeetFeatureExtractor", "hop_length")
+                / feature_extractor_default("ParakeetFeatureExtractor", "sampling_rate"))
+
+    def _has_ctc_head(self) -> bool:
+        return type(self.model).__name__ == "ParakeetForCTC"

@@ -10,34 +10,52 @@ feed-forward branch is inline code: its input is ``fc1``'s input and its output 
 Lengths: feature frames from ``attention_mask``, encoder frames through the model's own
 ``_get_feat_extract_output_lengths``; the decoder's keys of cross-attention from the frame-level
 mask it receives; decoder positions from ``decoder_attention_mask`` when given.
+
+Capabilities: ``run`` and ``label_log_probs`` take ``batch.inputs`` as filter banks ``(batch,
+frames, features)``, zero past each ``input_lengths`` (the extractor's padding value: the
+convolutions read past the last valid frame, so this keeps a padded batch equal to each utterance
+alone) with the matching ``attention_mask``. The decoder prompt is ``adapter.prompt_ids``, the
+decoder start token by default; multilingual checkpoints want the target language token after it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from attnprobe.batch import SpeechBatch
+from attnprobe.errors import CapabilityError
+
 from .base import LengthEntry, SiteBinding, register_builtin
 from .hf_common import (
     MBART_DECODER_BRANCHES,
     MBART_ENCODER_BRANCHES,
     EncoderDecoderStacks,
-    HuggingFaceAdapter,
+    HuggingFaceEncoderDecoderAdapter,
     argument,
     decoder_lengths,
     find_module,
+    model_input,
+    require_rank,
+    require_size,
     valid_lengths,
+    zero_padding,
 )
+
+FBANK_SHIFT_SECONDS = 0.01
+"""Frame shift of Speech2TextFeatureExtractor: Kaldi filter banks every 160 samples at 16 kHz."""
 
 
 @register_builtin
-class Speech2TextAdapter(HuggingFaceAdapter):
+class Speech2TextAdapter(HuggingFaceEncoderDecoderAdapter):
     family = "hf-speech2text"
     description = "Hugging Face Speech2Text (Speech2TextForConditionalGeneration, ...Model)"
     family_modules = ("transformers.models.speech_to_text.modeling_speech_to_text",)
+    generation_class = "Speech2TextForConditionalGeneration"
 
     @classmethod
     def locate(cls, model: nn.Module) -> EncoderDecoderStacks | None:
@@ -93,3 +111,30 @@ class Speech2TextAdapter(HuggingFaceAdapter):
 
             entries.append(LengthEntry(stacks.decoder, lengths_seen_by_decoder))
         return entries
+
+    def default_prompt_ids(self) -> list[int]:
+        return [self.generation_setting("decoder_start_token_id")]
+
+    def encoder_inputs(self, batch: SpeechBatch) -> dict[str, torch.Tensor]:
+        config = self.model.config
+        features = batch.inputs
+        require_rank(features, 3, "filter banks (batch, frames, features)", self.family,
+                     "extract them with Speech2TextFeatureExtractor")
+        require_size(features, config.input_feat_per_channel * config.input_channels,
+                     "filter-bank features", self.family)
+        features, mask = zero_padding(model_input(self.model, features), batch.input_lengths)
+        return {"input_features": features, "attention_mask": mask}
+
+    @property
+    def subsampling(self) -> int:
+        """Feature frames per encoder frame: the product of the convolution strides (2 each)."""
+        stacks = self.locate(self.model)
+        assert stacks is not None
+        if stacks.encoder is None:
+            raise CapabilityError(f"{type(self.model).__name__} has no encoder; load "
+                                  f"{self.generation_class}")
+        return math.prod(conv.stride[0] for conv in stacks.encoder.conv.conv_layers)
+
+    @property
+    def frame_shift_seconds(self) -> float:
+        return FBANK_SHIFT_SECONDS

@@ -17,18 +17,40 @@ before its first layer: positional convolution, normalisation), ``encoder.{i}`` 
 Lengths: samples from ``attention_mask`` (all samples without one), encoder frames from the
 frame-level mask the model derives from it (``_get_feature_vector_attention_mask``), as the encoder
 receives it. Adapter layers that some checkpoints insert after the encoder are not sites.
+
+Capabilities: ``run`` takes ``batch.inputs`` as waveforms ``(batch, samples)``, zero past each
+``input_lengths`` (the extractor's padding value), with the matching ``attention_mask`` (labels are
+not used: these are CTC or pre-training models). ``ctc_log_probs`` needs a ``...ForCTC`` model.
+``subsampling`` counts samples per encoder frame (320 for the released checkpoints). A padded batch
+computes what each utterance computes alone, except where the model itself mixes padding in: the
+group-normalised frontend (``feat_extract_norm="group"``) normalises over padded samples, and
+Wav2Vec2-Conformer's convolution modules read the padded frames next to the last valid one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
 
+from attnprobe.batch import SpeechBatch
+from attnprobe.errors import CapabilityError
+
 from .base import LengthEntry, SiteBinding, register_builtin
-from .hf_common import Branch, HuggingFaceAdapter, argument, find_module, valid_lengths
+from .hf_common import (
+    Branch,
+    HuggingFaceAdapter,
+    argument,
+    find_module,
+    model_input,
+    no_decoder_error,
+    require_rank,
+    valid_lengths,
+    zero_padding,
+)
 
 TRANSFORMER_BRANCHES = (Branch("self_attn", "self_attn", "attention"),
                         Branch("ffn", "ffn", "feed_forward"))
@@ -48,12 +70,20 @@ class Wav2Vec2Stacks(NamedTuple):
 
 class _Wav2Vec2LikeAdapter(HuggingFaceAdapter):
     base_classes: tuple[str, ...] = ()
+    ctc_class: ClassVar[str] = ""
     branches: tuple[Branch, ...] = TRANSFORMER_BRANCHES
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         self.notes.append("encoder.frontend input is the waveform, (batch, samples, 1): its "
                           "lengths count samples")
+        config = self._stacks().base.config
+        if config.feat_extract_norm == "group":
+            self.notes.append("group-normalised frontend: it normalises over the padded "
+                              "waveform, so a padded batch differs from each utterance alone")
+        if getattr(config, "add_adapter", False):
+            self.notes.append("adapter layers after the encoder subsample further: CTC frames "
+                              "are coarser than the encoder frames of the sites")
 
     @classmethod
     def locate(cls, model: nn.Module) -> Wav2Vec2Stacks | None:
@@ -95,6 +125,41 @@ class _Wav2Vec2LikeAdapter(HuggingFaceAdapter):
     def frame_shift_seconds(self) -> float:
         return 1 / SAMPLING_RATE
 
+    @property
+    def subsampling(self) -> int:
+        """Samples per encoder frame: the product of the convolution strides."""
+        return math.prod(self._stacks().base.config.conv_stride)
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """One forward pass on the waveforms ``batch.inputs`` ``(batch, samples)``."""
+        fix = ("drop the channel axis: batch.inputs.squeeze(-1)"
+               if batch.inputs.dim() == 3 and batch.inputs.shape[-1] == 1 else
+               "pass mono 16 kHz waveforms, as Wav2Vec2FeatureExtractor returns them")
+        require_rank(batch.inputs, 2, "waveforms (batch, samples)", self.family, fix)
+        waveform, mask = zero_padding(model_input(self.model, batch.inputs), batch.input_lengths)
+        return self.model(waveform, attention_mask=mask)
+
+    def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(batch, frames, vocab)`` CTC log-posteriors and ``(batch,)`` valid frames."""
+        if not self._has_ctc_head():
+            raise CapabilityError(f"{type(self.model).__name__} has no CTC head; load "
+                                  f"{self.ctc_class} (a fine-tuned checkpoint) for CTC posteriors")
+        log_probs = self.run(batch).logits.float().log_softmax(-1)
+        lengths = self.model._get_feat_extract_output_lengths(
+            batch.input_lengths.to(log_probs.device)).long()
+        return log_probs, lengths
+
+    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
+        raise no_decoder_error(self.model, self.ctc_class, self._has_ctc_head())
+
+    def _has_ctc_head(self) -> bool:
+        return type(self.model).__name__.endswith("ForCTC")
+
+    def _stacks(self) -> Wav2Vec2Stacks:
+        stacks = self.locate(self.model)
+        assert stacks is not None
+        return stacks
+
 
 @register_builtin
 class Wav2Vec2Adapter(_Wav2Vec2LikeAdapter):
@@ -102,6 +167,7 @@ class Wav2Vec2Adapter(_Wav2Vec2LikeAdapter):
     description = "Hugging Face Wav2Vec2 (Wav2Vec2ForCTC, Wav2Vec2Model, ...)"
     family_modules = ("transformers.models.wav2vec2.modeling_wav2vec2",)
     base_classes = ("Wav2Vec2Model",)
+    ctc_class = "Wav2Vec2ForCTC"
 
 
 @register_builtin
@@ -110,6 +176,7 @@ class HubertAdapter(_Wav2Vec2LikeAdapter):
     description = "Hugging Face HuBERT (HubertForCTC, HubertModel, ...)"
     family_modules = ("transformers.models.hubert.modeling_hubert",)
     base_classes = ("HubertModel",)
+    ctc_class = "HubertForCTC"
 
 
 @register_builtin
@@ -118,4 +185,11 @@ class Wav2Vec2ConformerAdapter(_Wav2Vec2LikeAdapter):
     description = "Hugging Face Wav2Vec2-Conformer (Wav2Vec2ConformerForCTC, ...Model, ...)"
     family_modules = ("transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer",)
     base_classes = ("Wav2Vec2ConformerModel",)
+    ctc_class = "Wav2Vec2ConformerForCTC"
     branches = CONFORMER_BRANCHES
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.notes.append("the convolution modules do not mask padding: in a padded batch the "
+                          "frames next to each sequence's end see padded frames; run one "
+                          "utterance at a time for exact per-utterance results")

@@ -15,6 +15,18 @@ encoder frame is therefore valid, and the records say so (lengths 3000 and 1500,
 duration); the ``attention_mask`` a Whisper feature extractor returns is ignored by the model and
 by attnprobe. Decoder lengths come from ``decoder_attention_mask`` when given, else every position
 decoded so far is valid.
+
+Capabilities: ``run`` and ``label_log_probs`` take ``batch.inputs`` as log-mel ``(batch, frames,
+mel)`` (attnprobe's frames-second layout; the adapter hands Whisper ``(batch, mel, frames)``). As
+the encoder has no padding mask, the adapter writes log-mel silence from each sequence's
+``input_lengths`` on and pads to 3000 frames: the value ``WhisperFeatureExtractor`` gives all-zero
+audio, so a padded batch computes what each utterance computes alone. What the caller put past
+``input_lengths`` has no effect and gets zero gradient, yet the encoder still attends to the silence
+frames; pass ``input_lengths`` of 3000 to feed extractor features unchanged. The decoder prompt is
+``adapter.prompt_ids``: ``<|startoftranscript|>`` and, when the generation config has it,
+``<|notimestamps|>``; multilingual checkpoints want their language and task tokens in between, e.g.
+``adapter.prompt_ids = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|en|>",
+"<|transcribe|>", "<|notimestamps|>"])``.
 """
 
 from __future__ import annotations
@@ -25,24 +37,37 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnprobe.batch import SpeechBatch
+from attnprobe.errors import CapabilityError, InputError
+
 from .base import LengthEntry, SiteBinding, register_builtin
 from .hf_common import (
     MBART_DECODER_BRANCHES,
     MBART_ENCODER_BRANCHES,
     EncoderDecoderStacks,
-    HuggingFaceAdapter,
+    HuggingFaceEncoderDecoderAdapter,
     argument,
     decoder_lengths,
+    feature_extractor_default,
     find_module,
+    model_input,
+    padding_mask,
+    require_rank,
 )
+
+SILENCE_BELOW_LOUDEST = 2.0
+"""Log-mel of silence, below the utterance's largest feature: WhisperFeatureExtractor floors
+log10-mel 8 below the utterance's maximum and maps x -> (x + 4) / 4, so all-zero audio sits 8 / 4
+below the maximum."""
 
 
 @register_builtin
-class WhisperAdapter(HuggingFaceAdapter):
+class WhisperAdapter(HuggingFaceEncoderDecoderAdapter):
     family = "hf-whisper"
     description = ("Hugging Face Whisper (WhisperForConditionalGeneration, WhisperModel, "
                    "WhisperEncoder)")
     family_modules = ("transformers.models.whisper.modeling_whisper",)
+    generation_class = "WhisperForConditionalGeneration"
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -98,3 +123,69 @@ class WhisperAdapter(HuggingFaceAdapter):
 
             entries.append(LengthEntry(stacks.decoder, lengths_seen_by_decoder))
         return entries
+
+    def default_prompt_ids(self) -> list[int]:
+        """``<|startoftranscript|>``, then ``<|notimestamps|>`` where the checkpoint has one."""
+        prompt = [self.generation_setting("decoder_start_token_id")]
+        no_timestamps = self.generation_setting("no_timestamps_token_id")
+        if no_timestamps is not None and no_timestamps < self.model.config.vocab_size:
+            prompt.append(no_timestamps)
+        return prompt
+
+    def encoder_inputs(self, batch: SpeechBatch) -> dict[str, torch.Tensor]:
+        encoder = self._encoder()
+        frames = (encoder.config.max_source_positions * encoder.conv1.stride[0]
+                  * encoder.conv2.stride[0])
+        mel = encoder.config.num_mel_bins
+        features = batch.inputs
+        require_rank(features, 3, "log-mel (batch, frames, mel)", self.family,
+                     "extract log-mel features with WhisperFeatureExtractor and transpose them "
+                     "to (batch, frames, mel)")
+        if features.shape[-1] != mel:
+            fix = ("WhisperFeatureExtractor gives (batch, mel, frames): pass "
+                   "input_features.transpose(1, 2)" if features.shape[1] == mel else
+                   "extract the features with the checkpoint's WhisperFeatureExtractor")
+            raise InputError(f"this Whisper model takes {mel} mel bins on the last axis of "
+                             f"batch.inputs, got shape {tuple(features.shape)}; {fix}")
+        if features.shape[1] > frames:
+            raise InputError(f"this Whisper encoder takes at most {frames} frames at a time (30 s "
+                             f"for the released checkpoints), got {features.shape[1]}; split the "
+                             f"audio into windows that fit")
+        if int(batch.input_lengths.min()) < 1:
+            raise InputError("an utterance has input_lengths 0: Whisper's silence level comes "
+                             "from the valid frames; drop empty utterances")
+        features = with_silence(model_input(self.model, features), batch.input_lengths, frames)
+        return {"input_features": features.transpose(1, 2)}
+
+    @property
+    def subsampling(self) -> int:
+        """Mel frames per encoder frame: the strides of the two convolutions (1 and 2)."""
+        encoder = self._encoder()
+        return encoder.conv1.stride[0] * encoder.conv2.stride[0]
+
+    @property
+    def frame_shift_seconds(self) -> float:
+        """Hop of WhisperFeatureExtractor's defaults: 160 samples at 16 kHz, 10 ms."""
+        return (feature_extractor_default("WhisperFeatureExtractor", "hop_length")
+                / feature_extractor_default("WhisperFeatureExtractor", "sampling_rate"))
+
+    def _encoder(self) -> nn.Module:
+        stacks = self.locate(self.model)
+        assert stacks is not None
+        if stacks.encoder is None:
+            raise CapabilityError(f"{type(self.model).__name__} is a decoder without an encoder; "
+                                  f"load {self.generation_class} to feed it speech")
+        return stacks.encoder
+
+
+def with_silence(features: torch.Tensor, lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """``(batch, frames_in, mel)`` -> ``(batch, frames, mel)``: log-mel silence from each length on.
+
+    The silence level follows the utterance's valid frames but is held constant for autograd, so
+    the padding passes no gradient back to them.
+    """
+    valid = padding_mask(lengths, features.shape[1], features.device)[..., None]
+    loudest = features.detach().masked_fill(~valid, float("-inf")).amax(dim=(1, 2))
+    silence = (loudest - SILENCE_BELOW_LOUDEST)[:, None, None]
+    padded = nn.functional.pad(features, (0, 0, 0, frames - features.shape[1]))
+    return torch.where(padding_mask(lengths, frames, features.device)[..., None], padded, silence)
