@@ -40,6 +40,8 @@ from torch import nn
 from attnprobe.capture import pick_argument
 from attnprobe.sites import Site
 
+from attnprobe.batch import SpeechBatch
+
 from .base import Adapter, LengthEntry, SiteBinding, register_builtin
 from .recompute import DerivedTap
 from .torch_mha import MultiheadAttentionCapture
@@ -107,3 +109,11 @@ class TorchaudioConformerAdapter(Adapter):
             return {} if valid is None else {"features": valid, "encoder": valid}
 
         return [LengthEntry(self.model, lengths)]
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """``model(inputs (batch, frames, dim), input_lengths)``; no decoder, no labels."""
+        return self.model(batch.inputs, batch.input_lengths)
+
+    @property
+    def subsampling(self) -> int:
+        return 1

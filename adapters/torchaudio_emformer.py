@@ -58,6 +58,8 @@ from torch import nn
 from attnprobe.capture import AttentionCapture, AttentionEmitter, Remover, pick_argument
 from attnprobe.sites import Site
 
+from attnprobe.batch import SpeechBatch
+
 from .base import Adapter, LengthEntry, SiteBinding, register_builtin
 from .recompute import DerivedTap, listen_to_method
 
@@ -202,6 +204,14 @@ class EmformerAdapter(Adapter):
             return {} if valid is None else {"features": valid, "encoder": valid}
 
         return [LengthEntry(self.model, lengths)]
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """``model(inputs (batch, frames, dim), input_lengths)``; no decoder, no labels."""
+        return self.model(batch.inputs, batch.input_lengths)
+
+    @property
+    def subsampling(self) -> int:
+        return 1
 
 
 def right_context_rows(rows: int, segment_length: int, right_context_length: int) -> int:

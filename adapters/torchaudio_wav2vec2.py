@@ -39,7 +39,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnprobe.batch import SpeechBatch
 from attnprobe.capture import pick_argument
+from attnprobe.errors import CapabilityError
 from attnprobe.sites import Site
 
 from .base import Adapter, LengthEntry, SiteBinding, register_builtin
@@ -101,6 +103,28 @@ class TorchaudioWav2Vec2Adapter(Adapter):
             return {"features": frames, "encoder": frames}
 
         return [LengthEntry(extractor, lengths)]
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """``model(waveforms (batch, samples), input_lengths)`` -> ``(features, frame_lengths)``."""
+        return self.model(batch.inputs, batch.input_lengths)
+
+    def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        if getattr(self.model, "aux", None) is None:
+            raise CapabilityError("this torchaudio wav2vec2 model has no output head (aux); build "
+                                  "it with aux_num_out=<vocabulary size> for CTC probabilities")
+        logits, frame_lengths = self.model(batch.inputs, batch.input_lengths)
+        return logits.log_softmax(-1), frame_lengths
+
+    @property
+    def subsampling(self) -> int:
+        factor = 1
+        for block in self.model.feature_extractor.conv_layers:
+            factor *= block.stride
+        return factor
+
+    @property
+    def frame_shift_seconds(self) -> float:
+        return 1 / 16000
 
 
 def extracted_frames(extractor: nn.Module, samples: torch.Tensor) -> torch.Tensor:
