@@ -35,7 +35,6 @@ from .hf_common import (
     MBART_DECODER_BRANCHES,
     MBART_ENCODER_BRANCHES,
     EncoderDecoderStacks,
-    HuggingFaceEncoderDecoderAdapter,
     argument,
     decoder_lengths,
     find_module,
@@ -45,6 +44,7 @@ from .hf_common import (
     valid_lengths,
     zero_padding,
 )
+from .hf_seq2seq import HuggingFaceEncoderDecoderAdapter
 
 FBANK_SHIFT_SECONDS = 0.01
 """Frame shift of Speech2TextFeatureExtractor: Kaldi filter banks every 160 samples at 16 kHz."""

@@ -45,7 +45,6 @@ from .hf_common import (
     MBART_DECODER_BRANCHES,
     MBART_ENCODER_BRANCHES,
     EncoderDecoderStacks,
-    HuggingFaceEncoderDecoderAdapter,
     argument,
     decoder_lengths,
     feature_extractor_default,
@@ -54,6 +53,7 @@ from .hf_common import (
     padding_mask,
     require_rank,
 )
+from .hf_seq2seq import HuggingFaceEncoderDecoderAdapter
 
 SILENCE_BELOW_LOUDEST = 2.0
 """Log-mel of silence, below the utterance's largest feature: WhisperFeatureExtractor floors
