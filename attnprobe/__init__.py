@@ -21,6 +21,7 @@ from .records import Captured, Record
 from .reducers import StreamingReducer
 from .sites import SITE_KINDS, Site
 from .trace import Trace, trace
+from .probes import reversal_report
 
 __version__ = "0.1.0"
 
@@ -38,5 +39,6 @@ __all__ = [
     "StreamingReducer",
     "Trace",
     "UnsupportedModelError",
+    "reversal_report",
     "trace",
 ]

@@ -1,0 +1,220 @@
+"""Frame mapping: which encoder-input frames each encoder block's output frame depends on.
+
+Works for every family with an encoder (encoder-decoder, CTC, encoder-only): no decoder needed.
+For block ``i`` the dependency map is ``M_i[t, u] = || d h_i(t) / d x(u) ||_F``, the Frobenius norm
+of the Jacobian of output frame ``t`` with respect to encoder-input frame ``u`` (``x`` is the
+``encoder.frontend`` output, or the model input when the adapter has no frontend site). An encoder
+that keeps time order has its mass on the diagonal; one that reversed time, on the anti-diagonal.
+
+The Jacobian is ``frames x width`` by ``frames x width``; instead of all of it, each output frame
+is probed with ``projections`` random directions ``v`` of the feature space (``E ||v J||^2 =
+||J||_F^2`` for ``v ~ N(0, I)``), every direction of every frame in one batched backward
+(:func:`attnprobe.vjp.batched_vjp`). ``projections=None`` uses all basis vectors: exact, and
+``width / projections`` times slower. The directions come from a seeded generator and are shared by
+all sequences, so a padded batch gives each sequence exactly the map it gets alone.
+
+Reversal score per block: Spearman correlation between output frame ``t`` and the input frame it
+depends on most (``argmax_u M[t, u]``), over valid frames: +1 time-preserving, -1 reversed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from attnprobe.batch import SpeechBatch
+from attnprobe.errors import GradientUnavailableError, InputError
+from attnprobe.trace import trace
+from attnprobe.vjp import batched_vjp, require_grad_mode
+
+from .result import (
+    REVERSAL_THRESHOLD,
+    ProbeResult,
+    as_speech_batch,
+    evaluation_mode,
+    find_adapter_for,
+    rank_correlation_with_position,
+    require_positions,
+    reversal_verdict,
+)
+
+FRONTEND = "encoder.frontend"
+
+
+@dataclass(repr=False)
+class FrameMapping(ProbeResult):
+    """Dependency maps and reversal scores of encoder blocks.
+
+    Attributes:
+        layers: encoder block indices, in order.
+        maps: one array per sequence, ``(blocks, frames, frames)``: ``[i, t, u]`` is how strongly
+            output frame ``t`` of block ``layers[i]`` depends on encoder-input frame ``u``.
+        per_sequence: ``(sequences, blocks)`` reversal scores in [-1, 1].
+        projections: random directions per output frame (``None``: exact Jacobian norms).
+        threshold: a block is reversed at score <= -threshold.
+    """
+
+    layers: list[int]
+    maps: list[np.ndarray]
+    per_sequence: np.ndarray
+    projections: int | None
+    threshold: float = REVERSAL_THRESHOLD
+
+    derived: ClassVar[tuple[str, ...]] = ("scores", "reversed_at", "verdict")
+
+    @property
+    def scores(self) -> np.ndarray:
+        """``(blocks,)`` reversal scores averaged over sequences."""
+        return self.per_sequence.mean(axis=0)
+
+    @property
+    def reversed_at(self) -> int | None:
+        """The block where the encoder output becomes reversed for good (``None``: not reversed)."""
+        return reversal_verdict(self.scores, self.layers, self.threshold)
+
+    @property
+    def verdict(self) -> str:
+        block = self.reversed_at
+        return "not reversed" if block is None else f"reversed at block {block}"
+
+    def recovered_permutation(self, layer: int, sequence: int = 0) -> np.ndarray:
+        """``(frames,)``: for each output frame of block ``layer``, the input frame it depends on
+        most. For an encoder that permutes frames this is the permutation."""
+        return self.maps[sequence][self.layers.index(layer)].argmax(axis=-1)
+
+    def summary(self) -> str:
+        method = "exact" if self.projections is None else f"{self.projections} random projections"
+        lines = [f"frame mapping: {self.verdict} (Spearman of output frame vs most influential "
+                 f"input frame; {method}; {len(self.maps)} sequences)"]
+        lines += [f"  encoder.{layer}: {score:+.2f}"
+                  for layer, score in zip(self.layers, self.scores)]
+        return "\n".join(lines)
+
+
+def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
+                  layers: list[int] | None = None, projections: int | None = 4,
+                  chunk_size: int | None = 256, seed: int = 0,
+                  threshold: float = REVERSAL_THRESHOLD, adapter: Any = None) -> FrameMapping:
+    """Dependency maps of encoder block outputs on the encoder input.
+
+    The model runs in eval mode (dropout off), without labels, once per block: each run's graph
+    is spent by that block's batched backward.
+
+    Args:
+        model: any model with an adapter that implements ``run``.
+        batch: :class:`SpeechBatch` or ``(features, lengths[, labels, label_lengths])``.
+        layers: block indices to map (default: all).
+        projections: random feature directions per output frame; ``None`` for the exact norms.
+        chunk_size: vector-Jacobian products per backward pass (bounds memory).
+        seed: seed of the random directions.
+        threshold: reversal threshold of the scores.
+        adapter: an adapter to use instead of the automatic choice.
+
+    Raises:
+        GradientUnavailableError: under ``torch.inference_mode()``.
+        InputError: a sequence has fewer than 4 encoder frames.
+    """
+    require_grad_mode("frame_mapping")
+    batch = as_speech_batch(batch)
+    adapter = find_adapter_for(model, adapter)
+    available = encoder_layers(adapter)
+    chosen = available if layers is None else list(layers)
+    unknown = sorted(set(chosen) - set(available))
+    if unknown:
+        raise InputError(f"no encoder blocks {unknown}; this model has blocks {available}")
+    if projections is not None and projections < 1:
+        raise InputError(f"projections must be >= 1 (or None for exact norms), got {projections}")
+    per_block: list[torch.Tensor] = []
+    output_lengths = input_lengths = torch.empty(0)
+    with evaluation_mode(model), torch.enable_grad():
+        # Without labels: the encoder alone is what the maps are about.
+        leaf_batch = differentiable_inputs(SpeechBatch(batch.inputs, batch.input_lengths))
+        for layer in chosen:
+            with trace(model, sites=[FRONTEND, f"encoder.{layer}"], capture={"output"},
+                                 attach=True, adapter=adapter) as traced:
+                adapter.run(leaf_batch)
+            encoder_input, input_lengths = encoder_input_of(traced, leaf_batch, adapter)
+            record = traced[f"encoder.{layer}"]
+            output_lengths = record.lengths
+            require_positions(output_lengths, "encoder frames", "use longer inputs")
+            per_block.append(_dependency_maps(record.output, encoder_input, output_lengths,
+                                              projections, chunk_size, seed))
+    maps = [torch.stack([block_maps[index, :frames, :inputs] for block_maps in per_block])
+            .cpu().numpy()
+            for index, (frames, inputs) in enumerate(zip(output_lengths.tolist(),
+                                                          input_lengths.tolist()))]
+    per_sequence = np.array([[rank_correlation_with_position(block.argmax(-1)) for block in item]
+                             for item in maps])
+    return FrameMapping([int(layer) for layer in chosen], maps, per_sequence, projections,
+                        threshold)
+
+
+def _dependency_maps(output: torch.Tensor, encoder_input: torch.Tensor, lengths: torch.Tensor,
+                     projections: int | None, chunk_size: int | None, seed: int) -> torch.Tensor:
+    """``(batch, frames, input_frames)`` Jacobian-norm maps of one block output.
+
+    Args:
+        output: ``(batch, frames, width)`` block output, attached to the graph of ``encoder_input``.
+        encoder_input: ``(batch, input_frames, input_width)``.
+        lengths: ``(batch,)``; only output frames below the longest length are probed.
+    """
+    batch, frames, width = output.shape
+    probed = int(lengths.max())
+    if projections is None:
+        directions = torch.eye(width)
+    else:
+        directions = torch.randn(projections, width, generator=torch.Generator().manual_seed(seed))
+    directions = directions.to(device=output.device, dtype=output.dtype)
+    count = directions.shape[0]
+    # Cotangent (direction k, frame t): v_k at output frame t of every sequence at once; sequences
+    # do not interact, so each one's gradient is its own vector-Jacobian product.
+    cotangents = output.new_zeros(count, probed, batch, frames, width)
+    frame = torch.arange(probed, device=output.device)
+    cotangents[:, frame, :, frame, :] = directions[None, :, None, :]
+    squared, = batched_vjp(output, encoder_input, cotangents.flatten(0, 1), chunk_size,
+                           reduce=lambda gradient: gradient.pow(2).sum(-1))
+    squared = squared.view(count, probed, batch, -1)
+    energy = squared.sum(0) if projections is None else squared.mean(0)
+    return energy.sqrt().permute(1, 0, 2).detach()
+
+
+def differentiable_inputs(batch: SpeechBatch) -> SpeechBatch:
+    """``batch`` with inputs that are a fresh leaf requiring grad, so that every tensor computed
+    from them is in the graph even if the model's parameters are frozen."""
+    if not batch.inputs.is_floating_point():
+        return batch
+    return batch.with_inputs(batch.inputs.detach().clone().requires_grad_(True))
+
+
+def encoder_layers(adapter: Any) -> list[int]:
+    """Indices of the adapter's encoder block sites, in order."""
+    layers = sorted(binding.site.layer for binding in adapter.bindings()
+                    if binding.site.kind == "block" and binding.site.stack == "encoder")
+    if not layers:
+        raise InputError(f"the {adapter.family} adapter exposes no encoder blocks "
+                         f"('encoder.<i>' sites); these probes need them")
+    return layers
+
+
+def encoder_input_of(traced: Any, batch: SpeechBatch, adapter: Any
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder input ``(batch, frames, width)`` and its lengths: the frontend output when the
+    adapter has a frontend site, otherwise the model input itself."""
+    if FRONTEND in traced:
+        binding = next(binding for binding in adapter.bindings() if binding.site.name == FRONTEND)
+        if not binding.batch_first:
+            raise GradientUnavailableError(
+                f"the {adapter.family} frontend output is time-first; the trace hands it over "
+                f"transposed, a copy that is not on the path to the blocks, so gradients with "
+                f"respect to it are zero. Make its binding batch-first in the adapter")
+        record = traced[FRONTEND]
+        return record.output, record.lengths
+    if batch.inputs.dim() != 3:
+        raise InputError(f"the {adapter.family} adapter has no 'encoder.frontend' site and the "
+                         f"model input is not (batch, frames, features); add a frontend site to "
+                         f"the adapter so the probes know the encoder input")
+    return batch.inputs, batch.input_lengths
