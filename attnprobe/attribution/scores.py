@@ -1,0 +1,403 @@
+"""Gradient score matrices: how strongly each transcript label depends on each input frame.
+
+``score[b, s, t] = || d log p(a_s | a_<s, X_b) / d x_{b,t} ||_p`` (L2 over the features by
+default), for a teacher-forced transcription, where ``x`` is the model input (10 ms log-mel) or
+the encoder input after the frontend.
+
+All labels share one forward pass, and the gradients of all of them come out of one batched
+backward pass (``torch.autograd.grad(..., is_grads_batched=True)``, chunked over labels to stay in
+a memory budget) instead of one backward per label. The items of a padded batch share it too:
+cotangent ``s`` selects label ``s`` of every item at once, which is exact because items do not
+interact in a model in eval mode (no batch statistics, no dropout).
+
+Usage::
+
+    forward = function_forward(log_probs_fn, features, input_lengths=lengths)
+    scores = gradient_scores(forward)            # GradientScores
+    scores.item(0)                               # (labels, frames) of item 0
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from attnprobe.errors import GradientUnavailableError, InputError
+from attnprobe.vjp import batched_vjp, require_grad_mode
+
+DEFAULT_MEMORY_BUDGET = 2 * 2**30
+"""Bytes the batched backward of one chunk of labels may use (see :func:`chunk_size_for`)."""
+
+InputTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(inputs, frame_lengths) -> inputs``: a change of the scored input before the forward pass
+(noise for SmoothGrad, a point on the path for Integrated Gradients). Shapes are kept."""
+
+
+@dataclass
+class ForwardPass:
+    """One teacher-forced forward pass, ready for backward.
+
+    Attributes:
+        label_log_probs: ``(batch, labels)`` ``log p(a_s | a_<s, X)`` (or a CTC model's per-label
+            term), attached to the graph of ``target``.
+        target: ``(batch, frames, *features)`` the scored input, in the graph of
+            ``label_log_probs`` (a leaf, or the encoder input as the model computed it).
+        frame_lengths: ``(batch,)`` valid frames of ``target``.
+        label_lengths: ``(batch,)`` valid labels.
+        saved_bytes: bytes autograd saved for the backward during this pass.
+    """
+
+    label_log_probs: torch.Tensor
+    target: torch.Tensor
+    frame_lengths: torch.Tensor
+    label_lengths: torch.Tensor
+    saved_bytes: int = 0
+
+
+@dataclass
+class LabelForward:
+    """Runs the model teacher-forced and returns a :class:`ForwardPass` on the scored input.
+
+    Build it with :func:`function_forward` (any callable) or
+    :func:`attnprobe.attribution.align.model_forward` (a model and its adapter).
+
+    Attributes:
+        run: ``transform -> ForwardPass``; ``transform`` (or ``None``) changes the scored input
+            before the model sees it.
+        subsampling: input feature frames per frame of the scored input (1 for the features).
+    """
+
+    run: Callable[[InputTransform | None], ForwardPass]
+    subsampling: int = 1
+
+    def __call__(self, transform: InputTransform | None = None) -> ForwardPass:
+        require_grad_mode("gradient scoring")
+        with torch.enable_grad(), counting_saved_bytes() as counter:
+            result = self.run(transform)
+        result.saved_bytes = counter.total
+        check_forward(result)
+        return result
+
+
+@dataclass
+class GradientScores:
+    """Score matrices of a padded batch.
+
+    Attributes:
+        scores: ``(batch, labels, frames)`` non-negative gradient norms, 0 on padded labels and
+            frames.
+        label_lengths: ``(batch,)`` valid labels per item.
+        frame_lengths: ``(batch,)`` valid frames per item.
+        subsampling: input feature frames per score column.
+        chunk_size: labels per backward pass that produced the scores.
+    """
+
+    scores: torch.Tensor
+    label_lengths: torch.Tensor
+    frame_lengths: torch.Tensor
+    subsampling: int
+    chunk_size: int
+
+    def item(self, index: int) -> torch.Tensor:
+        """``(labels, frames)`` scores of item ``index``, cut to its valid lengths."""
+        labels, frames = int(self.label_lengths[index]), int(self.frame_lengths[index])
+        return self.scores[index, :labels, :frames]
+
+
+def function_forward(
+    log_probs_fn: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    *,
+    input_lengths: torch.Tensor | None = None,
+    label_lengths: torch.Tensor | None = None,
+) -> LabelForward:
+    """Score a plain callable ``log_probs_fn(inputs) -> (batch, labels)``.
+
+    Args:
+        log_probs_fn: teacher-forced per-label log-probabilities, differentiable in ``inputs``.
+        inputs: ``(batch, frames, *features)`` floating point.
+        input_lengths: ``(batch,)`` valid frames; all frames when ``None``.
+        label_lengths: ``(batch,)`` valid labels; all labels when ``None``.
+    """
+    require_float_inputs(inputs, "inputs")
+    frames = _frame_lengths(input_lengths, inputs)
+
+    def run(transform: InputTransform | None) -> ForwardPass:
+        target = inputs.detach()
+        if transform is not None:
+            target = transform(target, frames)
+        # A copy, so that inputs made under torch.inference_mode() can require grad.
+        target = target.detach().clone().requires_grad_(True)
+        log_probs = log_probs_fn(target)
+        labels = _lengths(label_lengths, log_probs, "label_lengths")
+        return ForwardPass(log_probs, target, frames, labels)
+
+    return LabelForward(run)
+
+
+def gradient_scores(
+    forward: LabelForward,
+    *,
+    p: float = 2.0,
+    chunk_size: int | None = None,
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    require_alignable: bool = False,
+) -> GradientScores:
+    """Score matrix of every label from one forward and one batched backward per chunk of labels.
+
+    Args:
+        forward: from :func:`function_forward` or
+            :func:`~attnprobe.attribution.align.model_forward`.
+        p: the norm over features (2: L2; ``math.inf``: max-abs; any ``p >= 1``).
+        chunk_size: labels per backward pass; ``None`` chooses it from ``memory_budget``.
+        memory_budget: bytes one chunk may use; ``None`` puts all labels in one pass.
+        require_alignable: raise before the backward when an item has more labels than frames.
+
+    Returns:
+        :class:`GradientScores` with ``scores`` ``(batch, labels, frames)``.
+    """
+    check_norm(p)
+    result = forward()
+    if require_alignable:
+        check_alignable(result.label_lengths, result.frame_lengths)
+    chunk = chunk_size or chunk_size_for(result, memory_budget)
+    scores = score_matrix(result.label_log_probs, result.target, label_lengths=result.label_lengths,
+                          frame_lengths=result.frame_lengths, p=p, chunk_size=chunk)
+    return GradientScores(scores, result.label_lengths, result.frame_lengths, forward.subsampling,
+                          chunk)
+
+
+def score_matrix(
+    label_log_probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    label_lengths: torch.Tensor | None = None,
+    frame_lengths: torch.Tensor | None = None,
+    p: float = 2.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """Scores from a graph that is already built: all labels in one batched backward per chunk.
+
+    Args:
+        label_log_probs: ``(batch, labels)`` computed from ``target``.
+        target: ``(batch, frames, *features)`` in the graph of ``label_log_probs``.
+        label_lengths / frame_lengths: ``(batch,)`` valid labels / frames; all when ``None``.
+        p: the norm over features.
+        chunk_size: labels per backward pass (``None``: all at once).
+
+    Returns:
+        ``(batch, labels, frames)``, 0 on padded labels and frames.
+    """
+    check_norm(p)
+    label_lengths = _lengths(label_lengths, label_log_probs, "label_lengths")
+    frame_lengths = _frame_lengths(frame_lengths, target)
+    check_finite_log_probs(label_log_probs, label_lengths)
+    norms = label_gradients(label_log_probs, target, chunk_size=chunk_size,
+                            reduce=lambda gradient: frame_norms(gradient, p))
+    return finish_scores(norms.transpose(0, 1), label_lengths, frame_lengths)
+
+
+def score_matrix_loop(
+    label_log_probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    label_lengths: torch.Tensor | None = None,
+    frame_lengths: torch.Tensor | None = None,
+    p: float = 2.0,
+) -> torch.Tensor:
+    """The reference :func:`score_matrix`: one backward pass per label, as the paper's authors did.
+
+    Same arguments and result; kept for checking the batched path and for benchmarks.
+    """
+    check_norm(p)
+    label_lengths = _lengths(label_lengths, label_log_probs, "label_lengths")
+    frame_lengths = _frame_lengths(frame_lengths, target)
+    check_finite_log_probs(label_log_probs, label_lengths)
+    rows = []
+    for label in range(label_log_probs.shape[1]):
+        (gradient,) = torch.autograd.grad(label_log_probs[:, label].sum(), target,
+                                          retain_graph=True)
+        rows.append(frame_norms(gradient[None], p)[0])
+    return finish_scores(torch.stack(rows, dim=1), label_lengths, frame_lengths)
+
+
+def label_gradients(
+    label_log_probs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    chunk_size: int | None,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``d log p(a_s) / d target`` of every label position, batched over labels and items.
+
+    Returns:
+        ``(labels, batch, frames, *features)``, or ``(labels, ...)`` after ``reduce`` (applied to
+        each chunk's ``(chunk, batch, frames, *features)``).
+    """
+    batch, labels = label_log_probs.shape
+    # Cotangent s is 1 at label s of every item: items share the backward pass.
+    cotangents = torch.eye(labels, dtype=label_log_probs.dtype, device=label_log_probs.device)
+    cotangents = cotangents[:, None, :].expand(labels, batch, labels)
+    (gradients,) = batched_vjp(label_log_probs, target, cotangents, chunk_size, reduce)
+    return gradients
+
+
+def frame_norms(gradients: torch.Tensor, p: float) -> torch.Tensor:
+    """``(labels, batch, frames, *features)`` -> ``(labels, batch, frames)``: Lp norm per frame.
+
+    A target without a feature axis (a waveform ``(batch, samples)``) gets the absolute value.
+    """
+    flat = gradients.flatten(start_dim=3) if gradients.dim() > 3 else gradients[..., None]
+    return torch.linalg.vector_norm(flat, ord=p, dim=-1)
+
+
+def finish_scores(
+    scores: torch.Tensor, label_lengths: torch.Tensor, frame_lengths: torch.Tensor
+) -> torch.Tensor:
+    """Zero the padding of ``(batch, labels, frames)`` and refuse NaN on the valid entries."""
+    _, labels, frames = scores.shape
+    device = scores.device
+    label_valid = torch.arange(labels, device=device) < label_lengths.to(device)[:, None]
+    frame_valid = torch.arange(frames, device=device) < frame_lengths.to(device)[:, None]
+    valid = label_valid[:, :, None] & frame_valid[:, None, :]
+    bad = torch.isnan(scores) & valid
+    if bad.any():
+        item, label, frame = (int(index) for index in bad.nonzero()[0])
+        raise GradientUnavailableError(
+            f"the score matrix is NaN at item {item}, label {label}, frame {frame}: the gradient "
+            f"of that label's log-probability is not a number. Run the model in float32, check "
+            f"the inputs for extreme values, and check that the model has no operation without "
+            f"a defined gradient there (e.g. sqrt(0), log(0))")
+    return scores.masked_fill(~valid, 0.0)
+
+
+def chunk_size_for(result: ForwardPass, memory_budget: int | None) -> int:
+    """Labels per backward pass that keep one batched backward inside ``memory_budget``.
+
+    A vmapped backward holds, per label in the chunk, at most one gradient per tensor autograd
+    saved in the forward pass plus the gradient of the target, so ``saved_bytes + target bytes``
+    per label is a conservative estimate.
+    """
+    labels = result.label_log_probs.shape[1]
+    if memory_budget is None:
+        return labels
+    target_bytes = result.target.numel() * result.target.element_size()
+    per_label = max(1, result.saved_bytes + target_bytes)
+    return max(1, min(labels, memory_budget // per_label))
+
+
+@dataclass
+class SavedBytesCounter:
+    """Bytes of the distinct storages autograd saved while counting."""
+
+    total: int = 0
+
+
+@contextmanager
+def counting_saved_bytes() -> Iterator[SavedBytesCounter]:
+    """Count what autograd saves for the backward (each storage once).
+
+    Only first-order gradients may be taken from a graph built inside (no ``create_graph``).
+    """
+    counter = SavedBytesCounter()
+    seen: set[int] = set()
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            counter.total += storage.nbytes()
+        # Keeping the tensor itself would tie a saved output to its own grad_fn in a reference
+        # cycle that outlives the pass; a detached view shares the storage without the cycle.
+        # The backward is first order only, so nothing needs the saved tensors' history.
+        return tensor.detach()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        yield counter
+
+
+def check_forward(result: ForwardPass) -> None:
+    """Shapes and gradient flow of a forward pass, with errors that name the fix."""
+    log_probs = result.label_log_probs
+    if log_probs.dim() != 2 or log_probs.shape[0] != result.target.shape[0]:
+        raise InputError(
+            f"label log-probabilities must be (batch, labels) = ({result.target.shape[0]}, "
+            f"labels), got {tuple(log_probs.shape)}; return one log p(a_s | a_<s, X) per "
+            f"reference label")
+    if int(result.label_lengths.min()) < 1 or log_probs.shape[1] == 0:
+        raise InputError("an empty transcription has no label to score; drop that utterance or "
+                         "give its reference labels")
+    if not log_probs.requires_grad:
+        raise GradientUnavailableError(
+            "the label log-probabilities do not depend on the scored input through autograd: the "
+            "model ran under torch.no_grad() inside, detached a tensor, or ignores the input; "
+            "remove the no_grad / detach from the model's teacher-forced path")
+
+
+def check_alignable(label_lengths: torch.Tensor, frame_lengths: torch.Tensor) -> None:
+    """Every item needs at least one frame per label."""
+    too_long = label_lengths.cpu() > frame_lengths.cpu()
+    if too_long.any():
+        item = int(too_long.nonzero()[0])
+        raise InputError(
+            f"labels longer than frames: item {item} has {int(label_lengths[item])} labels but "
+            f"{int(frame_lengths[item])} frames, and every label needs a frame of its own; score "
+            f"the 10 ms input features (input='features') instead of the subsampled encoder "
+            f"input, use coarser labels, or check that the transcript belongs to this audio")
+
+
+def check_finite_log_probs(label_log_probs: torch.Tensor, label_lengths: torch.Tensor) -> None:
+    """Non-finite log-probabilities give NaN gradients; say which label and why, before backward."""
+    valid = torch.arange(label_log_probs.shape[1], device=label_log_probs.device) < \
+        label_lengths.to(label_log_probs.device)[:, None]
+    bad = ~torch.isfinite(label_log_probs.detach()) & valid
+    if bad.any():
+        item, label = (int(index) for index in bad.nonzero()[0])
+        value = float(label_log_probs[item, label].detach())
+        raise GradientUnavailableError(
+            f"log p of label {label} in item {item} is {value}, so its gradient is NaN: the model "
+            f"gives that label probability 0 or overflowed. Check that the label ids belong to "
+            f"the model's vocabulary, run in float32, and clean NaN / inf from the inputs")
+
+
+def check_norm(p: float) -> None:
+    if not (p >= 1 or math.isinf(p)):
+        raise ValueError(f"p={p} is not a norm; use p >= 1 (2 for L2, 1 for L1, math.inf for max)")
+
+
+def require_float_inputs(inputs: torch.Tensor, name: str) -> None:
+    """Gradients exist only for floating-point inputs."""
+    if not inputs.is_floating_point():
+        raise InputError(
+            f"{name} are {inputs.dtype}, which cannot require gradients (e.g. integer token ids); "
+            f"score a floating-point representation instead: the features, or the encoder input "
+            f"after the frontend (input='encoder_input')")
+
+
+def _lengths(lengths: torch.Tensor | None, log_probs: torch.Tensor, name: str) -> torch.Tensor:
+    batch, labels = log_probs.shape[0], log_probs.shape[-1]
+    if lengths is None:
+        return torch.full((batch,), labels, dtype=torch.long, device=log_probs.device)
+    lengths = torch.as_tensor(lengths, device=log_probs.device)
+    if lengths.shape != (batch,) or bool((lengths > labels).any()):
+        raise InputError(f"{name}={lengths.tolist()} does not fit label log-probabilities of shape "
+                         f"{tuple(log_probs.shape)}; pass one length <= {labels} per item")
+    if bool((lengths < 1).any()):
+        raise InputError("an empty transcription has no label to score; drop that utterance or "
+                         "give its reference labels")
+    return lengths
+
+
+def _frame_lengths(lengths: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor:
+    if lengths is None:
+        return torch.full((target.shape[0],), target.shape[1], dtype=torch.long,
+                          device=target.device)
+    lengths = torch.as_tensor(lengths, device=target.device)
+    if lengths.shape != (target.shape[0],) or bool((lengths > target.shape[1]).any()):
+        raise InputError(f"frame_lengths={lengths.tolist()} does not fit a target of shape "
+                         f"{tuple(target.shape)}; pass one length <= {target.shape[1]} per item")
+    return lengths
