@@ -16,11 +16,10 @@ from attnprobe.corpus.espeak import (
     EspeakEvent,
     WordTimingError,
     espeak_available,
-    resample_to_output_rate,
     synthesize,
     word_spans,
 )
-from attnprobe.corpus.features import MEL_BINS, frame_count, log_mel
+from attnprobe.corpus.features import MEL_BINS, frame_count, log_mel, resample
 from attnprobe.corpus.training_set import build_training_set, load_training_set
 from attnprobe.corpus.vocabulary import (
     CHARACTER_LABELS,
@@ -146,14 +145,19 @@ def test_word_spans_refuse_a_joint_word_whose_phonemes_do_not_match() -> None:
 # Resampling and features.
 
 
-def test_resampling_keeps_a_tone_and_the_duration() -> None:
-    seconds = np.arange(ESPEAK_SAMPLE_RATE) / ESPEAK_SAMPLE_RATE
-    resampled = resample_to_output_rate(np.sin(2 * np.pi * 440 * seconds))
-    assert len(resampled) == OUTPUT_SAMPLE_RATE
-    expected = np.sin(2 * np.pi * 440 * np.arange(OUTPUT_SAMPLE_RATE) / OUTPUT_SAMPLE_RATE)
+@pytest.mark.parametrize(
+    "from_rate, to_rate", [(ESPEAK_SAMPLE_RATE, OUTPUT_SAMPLE_RATE), (8000, 16000), (16000, 16000)]
+)
+def test_resampling_keeps_a_tone_and_the_duration(from_rate: int, to_rate: int) -> None:
+    tone = np.sin(2 * np.pi * 440 * np.arange(from_rate) / from_rate)
+    resampled = resample(tone, from_rate, to_rate)
+    assert len(resampled) == to_rate
+    expected = np.sin(2 * np.pi * 440 * np.arange(to_rate) / to_rate)
     assert np.abs(resampled - expected)[500:-500].max() < 1e-3
     for length in (1, 441, 442, 1000):
-        assert len(resample_to_output_rate(np.ones(length))) == math.ceil(length * 320 / 441)
+        assert len(resample(np.ones(length), from_rate, to_rate)) == math.ceil(
+            length * to_rate / from_rate
+        )
 
 
 @pytest.mark.parametrize("samples", [400, 559, 560, 16000])

@@ -35,6 +35,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from attnprobe.corpus.features import resample
+
 ESPEAK_SAMPLE_RATE = 22050
 OUTPUT_SAMPLE_RATE = 16000
 LIBRARY_NAME = "libespeak-ng.so.1"
@@ -355,37 +357,6 @@ def _check_spans(text: str, spans: list[tuple[str, int, int]], audio_end: int) -
         previous_end = end
 
 
-def _next_fast_length(minimum: int) -> int:
-    """Smallest integer >= ``minimum`` whose prime factors are all 2, 3 or 5."""
-    candidate = max(minimum, 1)
-    while True:
-        remainder = candidate
-        for factor in (2, 3, 5):
-            while remainder % factor == 0:
-                remainder //= factor
-        if remainder == 1:
-            return candidate
-        candidate += 1
-
-
-def resample_to_output_rate(samples: np.ndarray) -> np.ndarray:
-    """(samples,) at 22.05 kHz -> float32 at 16 kHz, band-limited by truncating the spectrum.
-
-    The input is zero-padded (with silence, as espeak-ng's audio ends) to a whole number of
-    441-sample blocks, which map to exactly 320 output samples; the output is then cut to
-    ``ceil(len(samples) * 320 / 441)`` samples.
-    """
-    block = ESPEAK_SAMPLE_RATE // 50
-    # A block count with only factors 2, 3 and 5 keeps both FFT lengths fast.
-    block_count = _next_fast_length(-(-len(samples) // block))
-    padded_length = block_count * block
-    output_length = block_count * (OUTPUT_SAMPLE_RATE // 50)
-    spectrum = np.fft.rfft(samples.astype(np.float64), n=padded_length)
-    kept = spectrum[: output_length // 2 + 1] * (output_length / padded_length)
-    resampled = np.fft.irfft(kept, n=output_length).astype(np.float32)
-    return resampled[: -(-len(samples) * OUTPUT_SAMPLE_RATE // ESPEAK_SAMPLE_RATE)]
-
-
 def synthesize(
     text: str,
     voice: str = "en-us",
@@ -413,7 +384,7 @@ def synthesize(
         library.set_voice(voice, rate)
         raw, events = library.synthesize(text)
         spans = word_spans(text, events, last_voiced_sample(raw), library.phonemes_of)
-    speech = resample_to_output_rate(raw.astype(np.float32) / 32768.0)
+    speech = resample(raw.astype(np.float32) / 32768.0, ESPEAK_SAMPLE_RATE, OUTPUT_SAMPLE_RATE)
     leading = np.zeros(round(leading_silence_s * OUTPUT_SAMPLE_RATE), np.float32)
     trailing = np.zeros(round(trailing_silence_s * OUTPUT_SAMPLE_RATE), np.float32)
     samples = np.concatenate([leading, speech, trailing])

@@ -1,4 +1,5 @@
-"""80-dimensional log-mel features as the paper's models use: 25 ms window, 10 ms shift, 16 kHz.
+"""80-dimensional log-mel features as the paper's models use: 25 ms window, 10 ms shift, 16 kHz;
+and the resampling that brings synthesiser audio to 16 kHz.
 
 Computed with torchaudio's Kaldi-compatible filterbank (Povey window, pre-emphasis 0.97, no
 dither, so the same audio always gives the same features). Audio in [-1, 1] is scaled to the
@@ -13,6 +14,8 @@ Usage::
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -21,6 +24,39 @@ MEL_BINS = 80
 WINDOW_S = 0.025
 SHIFT_S = 0.010
 _INT16_SCALE = 32768.0
+
+
+def _next_fast_length(minimum: int) -> int:
+    """Smallest integer >= ``minimum`` whose prime factors are all 2, 3 or 5."""
+    candidate = max(minimum, 1)
+    while True:
+        remainder = candidate
+        for factor in (2, 3, 5):
+            while remainder % factor == 0:
+                remainder //= factor
+        if remainder == 1:
+            return candidate
+        candidate += 1
+
+
+def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
+    """(samples,) at ``from_rate`` -> float32 at ``to_rate``, band-limited in the frequency domain.
+
+    The input is zero-padded to a whole number of blocks of ``from_rate / gcd`` samples, which
+    map to exactly ``to_rate / gcd`` output samples, and its spectrum is cut (or extended with
+    zeros) to the new rate. Meant for audio that starts and ends in silence, as synthesised speech
+    does, since the transform treats the signal as periodic. Returns
+    ``ceil(len(samples) * to_rate / from_rate)`` samples.
+    """
+    common = math.gcd(from_rate, to_rate)
+    in_block, out_block = from_rate // common, to_rate // common
+    # A block count with only factors 2, 3 and 5 keeps both FFT lengths fast.
+    block_count = _next_fast_length(-(-len(samples) // in_block))
+    padded_length, output_length = block_count * in_block, block_count * out_block
+    spectrum = np.fft.rfft(samples.astype(np.float64), n=padded_length)
+    kept = spectrum[: output_length // 2 + 1] * (output_length / padded_length)
+    resampled = np.fft.irfft(kept, n=output_length).astype(np.float32)
+    return resampled[: -(-len(samples) * to_rate // from_rate)]
 
 
 def frame_count(sample_count: int, sample_rate: int = SAMPLE_RATE) -> int:

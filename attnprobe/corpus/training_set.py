@@ -311,26 +311,20 @@ class SpeechBatch(NamedTuple):
     word_times: list[list[WordTiming]]  # per utterance, seconds from the start of its audio
 
 
+@dataclass
 class TrainingSplit:
     """One split of a built corpus, held in memory (features as float16).
 
     ``split[i]`` is ``(features (frames, 80) float32, labels (labels,) int64, word times)``;
-    labels are real labels only (no end-of-sentence).
+    labels are real labels only (no end-of-sentence). ``mean`` and ``std`` (80,) standardise
+    the features when given.
     """
 
-    def __init__(
-        self,
-        features: list[torch.Tensor],
-        labels: list[torch.Tensor],
-        utterances: list[dict],
-        mean: torch.Tensor | None,
-        std: torch.Tensor | None,
-    ) -> None:
-        self.features = features
-        self.labels = labels
-        self.utterances = utterances
-        self.mean = mean
-        self.std = std
+    features: list[torch.Tensor]
+    labels: list[torch.Tensor]
+    utterances: list[dict]
+    mean: torch.Tensor | None
+    std: torch.Tensor | None
 
     def __len__(self) -> int:
         return len(self.utterances)

@@ -7,7 +7,7 @@ that the speech synthesiser reads it as one word and the labels spell it exactly
 
 Usage::
 
-    generate_sentences(count=2, seed=0)        # ['my clean plate fell', 'every green window rested']
+    generate_sentences(count=2, seed=0)     # ['my clean plate fell', 'every green window rested']
     CHARACTER_LABELS.encode("the dog")         # [23, 11, 8, 2, 7, 18, 10]: no end symbol
     CHARACTER_LABELS.decode([23, 11, 8, 1])    # 'the': stops at end of sentence (1)
 """
