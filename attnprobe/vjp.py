@@ -29,6 +29,7 @@ def batched_vjp(
     cotangents: torch.Tensor,
     chunk_size: int | None = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    retain_graph: bool = False,
 ) -> list[torch.Tensor]:
     """Gradients of ``(cotangent_k * output).sum()`` with respect to ``inputs``, for every k.
 
@@ -56,7 +57,7 @@ def batched_vjp(
     for start in range(0, total, step):
         chunk = cotangents[start : start + step]
         last = start + step >= total
-        grads = torch.autograd.grad(output, input_tuple, chunk, retain_graph=not last,
+        grads = torch.autograd.grad(output, input_tuple, chunk, retain_graph=retain_graph or not last,
                                     is_grads_batched=True, allow_unused=True)
         for index, (grad, source) in enumerate(zip(grads, input_tuple)):
             if grad is None:
