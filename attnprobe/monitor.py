@@ -1,0 +1,213 @@
+"""``attnprobe.FlipMonitor``: watch a training run for the encoder reversing time.
+
+Schmitt et al. (ICASSP 2025) saw the flip appear early in training and then stay. The monitor runs
+the reversal probes on a small fixed probe batch every ``every`` steps of a plain PyTorch loop,
+keeps a history of per-block reversal scores and branch-dominance ratios, and calls ``on_flip``
+the first time the encoder output is reversed::
+
+    monitor = attnprobe.FlipMonitor(model, (features, lengths, labels, label_lengths), every=100,
+                                    log_path="monitor.jsonl")
+    for step, batch in enumerate(batches, start=1):
+        loss = model.loss(*batch)[0]
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        monitor.step(step)                 # probes when step % every == 0
+
+What is measured at each probe (all in eval mode; every submodule's train/eval flag is restored):
+
+- the frame mapping (:func:`attnprobe.probes.frame_mapping`): per encoder block, the Spearman
+  correlation of each output frame with the input frame it depends on most, +1 time-preserving,
+  -1 reversed. It localises the block and decides the flip; it needs gradients (one batched
+  backward per block, with respect to the probe batch's inputs only: parameter ``.grad`` is never
+  touched);
+- under ``torch.no_grad`` in one streaming pass: branch dominance (branch / residual norm per block),
+  self-attention diagonality per layer and, when the probe batch has labels and the model a decoder,
+  cross-attention monotonicity.
+
+Probing draws no random numbers from the global generators and updates no batch-norm statistics,
+so a run with a monitor trains exactly as the same run without one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from .batch import SpeechBatch
+from .probes.frame_mapping import frame_mapping
+from .probes.result import (
+    REVERSAL_THRESHOLD,
+    as_speech_batch,
+    find_adapter_for,
+    to_json,
+)
+from .probes.streaming import streaming_probes
+
+
+class EncoderFlipWarning(UserWarning):
+    """Issued by :class:`FlipMonitor`'s default ``on_flip``: the encoder reversed time."""
+
+
+@dataclass
+class MonitorRecord:
+    """What one probe measured.
+
+    Attributes:
+        step: the training step it was taken at.
+        reversal_scores: per encoder block, the frame-mapping reversal score in [-1, 1].
+        reversed_at: first block of the final run of reversed blocks, or ``None``.
+        dominance_branches: branch names, in block order (``ffn1``, ``self_attn``, ``conv``, ``ffn2``).
+        dominance_ratio: ``(blocks, branches)`` branch output norm / residual norm; empty when the
+            adapter exposes no branch sites.
+        block_survival: per block, cosine similarity of block input and output.
+        self_attention_diagonality: per self-attention layer, diagonal minus anti-diagonal mass
+            averaged over heads; ``None`` when no attention was captured (e.g. self-attention off).
+        cross_attention_monotonicity: mean Spearman of label index vs attended frame, or ``None``.
+        seconds: wall-clock time the probe took.
+    """
+
+    step: int
+    reversal_scores: list[float]
+    reversed_at: int | None
+    dominance_branches: list[str]
+    dominance_ratio: list[list[float]]
+    block_survival: list[float]
+    self_attention_diagonality: list[float] | None
+    cross_attention_monotonicity: float | None
+    seconds: float
+
+    @property
+    def reversed(self) -> bool:
+        return self.reversed_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values; NaN becomes ``None``."""
+        return to_json(asdict(self))
+
+
+@dataclass
+class FlipEvent:
+    """The first probe at which the encoder output was reversed."""
+
+    step: int
+    block: int
+    record: MonitorRecord
+
+    def message(self) -> str:
+        scores = " ".join(f"{score:+.2f}" for score in self.record.reversal_scores)
+        return (f"the encoder reversed time at block {self.block} (encoder.{self.block}), first seen "
+                f"at step {self.step}; per-block reversal scores {scores}. Mitigations from the "
+                f"paper: auxiliary CTC on intermediate blocks, self-attention off for the first "
+                f"steps, hard centre cross-attention at the start")
+
+
+def warn_flip(event: FlipEvent) -> None:
+    """The default ``on_flip``: an :class:`EncoderFlipWarning` naming the block."""
+    warnings.warn(event.message(), EncoderFlipWarning, stacklevel=3)
+
+
+class FlipMonitor:
+    """Runs the reversal probes every ``every`` steps and reports the first flip.
+
+    Args:
+        model: any model with an attnprobe adapter that can ``run`` it (attnprobe's Conformer AED,
+            the Hugging Face and torchaudio families).
+        probe_batch: a small fixed batch, :class:`attnprobe.SpeechBatch` or ``(features, lengths)``
+            or ``(features, lengths, labels, label_lengths)``; a few utterances of at least 3
+            encoder frames each. It is moved to the model's device.
+        every: probe when ``step % every == 0``.
+        on_flip: called with a :class:`FlipEvent` the first time the encoder is reversed, and never
+            again; ``None`` issues an :class:`EncoderFlipWarning`.
+        log_path: append every :class:`MonitorRecord` as one JSON line here.
+        projections: random directions per frame of the frame mapping (``None``: exact, slower).
+        threshold: score at or below ``-threshold`` counts as reversed.
+        adapter: an adapter to use instead of the automatic choice.
+
+    Attributes:
+        history: every :class:`MonitorRecord`, oldest first.
+        flip: the :class:`FlipEvent`, once there is one.
+    """
+
+    def __init__(self, model: nn.Module, probe_batch: SpeechBatch | tuple, every: int = 100,
+                 on_flip: Callable[[FlipEvent], Any] | None = None, *,
+                 log_path: str | Path | None = None, projections: int | None = 4,
+                 threshold: float = REVERSAL_THRESHOLD, adapter: Any = None) -> None:
+        if every < 1:
+            raise ValueError(f"every must be a positive number of steps, got {every}")
+        self.model = model
+        self.probe_batch = _to_device(as_speech_batch(probe_batch), model)
+        self.every = every
+        self.on_flip = on_flip if on_flip is not None else warn_flip
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.projections = projections
+        self.threshold = threshold
+        self.adapter = find_adapter_for(model, adapter)
+        self.history: list[MonitorRecord] = []
+        self.flip: FlipEvent | None = None
+
+    def step(self, step: int) -> MonitorRecord | None:
+        """Probe if ``step`` is a multiple of ``every`` and was not just probed; returns the
+        record, or ``None``.
+
+        Call it after the optimiser step, not between a forward pass and its backward. Repeated
+        calls with the same step (gradient accumulation) probe once.
+        """
+        if step % self.every or (self.history and self.history[-1].step == step):
+            return None
+        return self.probe(step)
+
+    __call__ = step
+
+    def probe(self, step: int) -> MonitorRecord:
+        """Probe now, whatever the step; log it and report a first flip."""
+        started = time.perf_counter()
+        mapping = frame_mapping(self.model, self.probe_batch, projections=self.projections,
+                                threshold=self.threshold, adapter=self.adapter)
+        streamed = streaming_probes(self.model, self.probe_batch, threshold=self.threshold,
+                                    adapter=self.adapter)
+        dominance = streamed.dominance
+        diagonality = streamed.diagonality
+        cross = streamed.cross_attention
+        record = MonitorRecord(
+            step=int(step),
+            reversal_scores=[float(score) for score in mapping.scores],
+            reversed_at=mapping.reversed_at,
+            dominance_branches=list(dominance.branches) if dominance is not None else [],
+            dominance_ratio=_nested_floats(dominance.ratio) if dominance is not None else [],
+            block_survival=_nested_floats(dominance.mean_survival) if dominance is not None else [],
+            self_attention_diagonality=(_nested_floats(np.nanmean(diagonality.scores, axis=-1))
+                                        if diagonality is not None else None),
+            cross_attention_monotonicity=float(cross.overall) if cross is not None else None,
+            seconds=time.perf_counter() - started,
+        )
+        self.history.append(record)
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with self.log_path.open("a") as log:
+                log.write(json.dumps(record.to_dict()) + "\n")
+        if self.flip is None and record.reversed_at is not None:
+            self.flip = FlipEvent(record.step, record.reversed_at, record)
+            self.on_flip(self.flip)
+        return record
+
+
+def _to_device(batch: SpeechBatch, model: nn.Module) -> SpeechBatch:
+    parameter = next(model.parameters(), None)
+    if parameter is None:
+        return batch
+    device = parameter.device
+    labels = batch.labels.to(device) if batch.labels is not None else None
+    label_lengths = batch.label_lengths.to(device) if batch.label_lengths is not None else None
+    return SpeechBatch(batch.inputs.to(device), batch.input_lengths.to(device), labels, label_lengths)
+
+
+def _nested_floats(values: Any) -> Any:
+    """An array as nested lists of Python floats."""
+    return np.asarray(values, dtype=np.float64).tolist()

@@ -1,0 +1,87 @@
+"""Cost of one FlipMonitor probe next to one plain training step, measured in the same process.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/monitor_overhead.py
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/monitor_overhead.py --repeats 5 --every 50
+
+Model and shapes are the reproduction recipe's (``benchmarks/reproduction``): the tiny Conformer
+AED with 30 character labels, batches of 16 utterances of 360 log-mel frames (the corpus mean)
+and 35 labels, a probe batch of 2 such utterances. Inputs are random: the cost does not depend on
+what the model has learnt. Reported per variant (frame-mapping projections per frame): the median
+probe time, its ratio to a training step, and the overhead amortised over ``--every`` steps.
+CPU seconds (``time.process_time``) are given next to wall-clock seconds because the wall clock of
+a shared machine says more about the neighbours than about the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attnprobe.models import ConformerAED, ConformerAEDConfig
+from attnprobe.monitor import FlipMonitor
+
+
+def speech_batch(size: int, frames: int, labels: int, seed: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(size, frames, 80, generator=generator), torch.full((size,), frames),
+            torch.randint(2, 30, (size, labels), generator=generator), torch.full((size,), labels))
+
+
+def timed(action: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``action`` over ``repeats`` calls, after one warm-up call."""
+    action()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.process_time()
+        action()
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--every", type=int, default=50, help="monitor interval for the amortised figure")
+    parser.add_argument("--frames", type=int, default=360)
+    parser.add_argument("--labels", type=int, default=35)
+    parser.add_argument("--projections", type=int, nargs="+", default=[1, 2, 4])
+    arguments = parser.parse_args()
+
+    torch.manual_seed(0)
+    model = ConformerAED(ConformerAEDConfig.tiny(vocab_size=30)).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = speech_batch(16, arguments.frames, arguments.labels, seed=1)
+
+    def training_step() -> None:
+        loss, _ = model.loss(*batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    step_wall, step_cpu = timed(training_step, arguments.repeats)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); batch 16 x "
+          f"{arguments.frames} frames x {arguments.labels} labels; probe batch 2 utterances")
+    print(f"plain training step: {step_wall:.3f} s wall, {step_cpu:.3f} s CPU")
+    print("| projections | probe wall s | probe CPU s | probe / step (CPU) | "
+          f"overhead at every={arguments.every} (CPU) |")
+    print("|---|---|---|---|---|")
+    probe = speech_batch(2, arguments.frames, arguments.labels, seed=2)
+    for projections in arguments.projections:
+        monitor = FlipMonitor(model, probe, every=1, on_flip=lambda event: None,
+                              projections=projections)
+        probe_wall, probe_cpu = timed(lambda monitor=monitor: monitor.probe(0), arguments.repeats)
+        print(f"| {projections} | {probe_wall:.3f} | {probe_cpu:.3f} | {probe_cpu / step_cpu:.2f}x | "
+              f"{100 * probe_cpu / (arguments.every * step_cpu):.1f}% |")
+
+
+if __name__ == "__main__":
+    main()

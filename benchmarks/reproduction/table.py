@@ -1,0 +1,153 @@
+"""Results table and reversal-vs-step figure of the sweep: ``python -m benchmarks.reproduction.table``.
+
+    python -m benchmarks.reproduction.table                       # markdown table on stdout
+    python -m benchmarks.reproduction.table --figure docs/reproduction/reversal_vs_step.png
+
+Reads ``runs/<name>/summary.json`` (finished runs), ``monitor.jsonl`` (the FlipMonitor history)
+and ``evaluation.json`` (from ``evaluate``, where present). Every number comes from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from .experiments import GROUPS
+from .train import SUMMARY_NAME
+
+MISSING = "–"
+
+
+def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
+    """One dict per finished run: ``summary``, ``monitor`` (records) and ``evaluation`` (or None)."""
+    runs = []
+    for summary_path in sorted(runs_dir.glob(f"*/{SUMMARY_NAME}")):
+        folder = summary_path.parent
+        monitor_path = folder / "monitor.jsonl"
+        evaluation_path = folder / "evaluation.json"
+        runs.append({
+            "summary": json.loads(summary_path.read_text()),
+            "monitor": ([json.loads(line) for line in monitor_path.read_text().splitlines()]
+                        if monitor_path.exists() else []),
+            "evaluation": json.loads(evaluation_path.read_text()) if evaluation_path.exists() else None,
+        })
+    order = {group: index for index, group in enumerate(GROUPS)}
+    return sorted(runs, key=lambda run: (order.get(run["summary"]["group"], len(order)),
+                                         run["summary"]["seed"]))
+
+
+def _last_evaluated(evaluation: dict[str, Any] | None) -> dict[str, Any]:
+    if not evaluation or not evaluation["checkpoints"]:
+        return {}
+    return evaluation["checkpoints"][max(evaluation["checkpoints"], key=int)]
+
+
+def _tse(entry: dict[str, Any], method: str) -> str:
+    errors = entry.get("timestamp_errors", {}).get(method)
+    if errors is None:
+        return MISSING
+    return f"{errors['tse_boundaries_ms']:.0f} / {errors['tse_position_ms']:.0f}"
+
+
+def run_row(run: dict[str, Any]) -> list[str]:
+    summary = run["summary"]
+    flip = summary["first_flip"]
+    final = summary["final_reversed_at"]
+    last = _last_evaluated(run["evaluation"])
+    report = last.get("report", {})
+    monotonicity = summary["final_cross_attention_monotonicity"]
+    return [
+        summary["name"],
+        "yes" if final is not None else "no",
+        MISSING if flip is None else f"{flip['step']} (block {flip['block']})",
+        " ".join(f"{score:+.2f}" for score in summary["final_reversal_scores"]),
+        MISSING if monotonicity is None else f"{monotonicity:+.2f}",
+        f"{summary['dev_character_error_rate']:.3f}",
+        report.get("verdict", MISSING),
+        _tse(last, "gradient_alignment"),
+        _tse(last, "cross_attention_alignment"),
+        f"{summary['wall_s'] / 60:.1f} / {summary['cpu_s'] / 60:.1f}",
+        summary["status"],
+    ]
+
+
+HEADER = ["run", "reversed at end", "first flip: step (block)", "final reversal score per block",
+          "cross-attention monotonicity", "dev CER", "evaluate.py verdict (last checkpoint)",
+          "gradient TSE ms (boundary / centre)", "cross-attention TSE ms (boundary / centre)",
+          "wall / CPU min", "status"]
+
+
+def markdown(runs: list[dict[str, Any]]) -> str:
+    """The per-run table, then flips per group."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(run_row(run)) + " |" for run in runs]
+    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_group[run["summary"]["group"]].append(run["summary"])
+    lines += ["", "| group | runs | reversed at end | ever flipped | seeds reversed |", "|---|---|---|---|---|"]
+    for group, summaries in by_group.items():
+        reversed_seeds = [str(item["seed"]) for item in summaries if item["final_reversed_at"] is not None]
+        ever = sum(item["first_flip"] is not None for item in summaries)
+        lines.append(f"| {group} | {len(summaries)} | {len(reversed_seeds)} | {ever} | "
+                     f"{', '.join(reversed_seeds) or MISSING} |")
+    return "\n".join(lines)
+
+
+def figure(runs: list[dict[str, Any]], path: Path) -> None:
+    """Reversal score of the last encoder block (solid) and cross-attention monotonicity (dotted)
+    against the training step, one panel per group, one colour per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = list(dict.fromkeys(run["summary"]["group"] for run in runs))
+    columns = min(3, len(groups))
+    rows = -(-len(groups) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(max(6.0, 4.5 * columns), 3.2 * rows), squeeze=False,
+                             sharex=True, sharey=True)
+    for axis, group in zip(axes.flat, groups):
+        for run in (run for run in runs if run["summary"]["group"] == group):
+            steps = [record["step"] for record in run["monitor"]]
+            colour = f"C{run['summary']['seed'] % 10}"
+            axis.plot(steps, [record["reversal_scores"][-1] for record in run["monitor"]],
+                      color=colour, label=f"seed {run['summary']['seed']}")
+            monotonicity = [record["cross_attention_monotonicity"] for record in run["monitor"]]
+            axis.plot(steps, [float("nan") if value is None else value for value in monotonicity],
+                      color=colour, linestyle=":")
+        axis.axhline(-0.5, color="grey", linewidth=0.8)
+        axis.set_title(group)
+        axis.set_ylim(-1.05, 1.05)
+        axis.legend(fontsize=7, loc="lower left")
+    for axis in axes.flat[len(groups):]:
+        axis.set_visible(False)
+    for axis in axes[-1]:
+        axis.set_xlabel("training step")
+    for axis in axes[:, 0]:
+        axis.set_ylabel("score (-1 = reversed)")
+    fig.suptitle("last-block reversal score (solid), cross-attention monotonicity (dotted)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Results table and figure of the sweep.")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--figure", type=Path, help="write the reversal-vs-step figure here (PNG)")
+    arguments = parser.parse_args(argv)
+    runs = load_runs(Path(arguments.runs_dir))
+    if not runs:
+        raise SystemExit(f"no finished runs under {arguments.runs_dir}; run the sweep first")
+    print(markdown(runs))
+    if arguments.figure is not None:
+        figure(runs, arguments.figure)
+        print(f"\nfigure: {arguments.figure}")
+
+
+if __name__ == "__main__":
+    main()

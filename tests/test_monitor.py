@@ -1,0 +1,214 @@
+"""FlipMonitor: a planted reversal is reported once, at the right block; monitoring never changes
+training; the framework callbacks drive it."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from types import ModuleType, SimpleNamespace
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnprobe.models import ConformerAED, ConformerAEDConfig
+from attnprobe.monitor import EncoderFlipWarning, FlipEvent, FlipMonitor
+
+BLOCKS = 3
+FRAMES = 72  # 12 encoder frames after the 6x frontend
+
+
+def tiny_model(seed: int = 0, dropout: float = 0.0) -> ConformerAED:
+    torch.manual_seed(seed)
+    return ConformerAED(ConformerAEDConfig.tiny(
+        vocab_size=12, d_model=32, heads=2, ff_dim=64, blocks=BLOCKS, conv_kernel=5,
+        frontend_channels=(4, 8), embed_dim=16, lstm_dim=32, attention_dim=32, readout_dim=32,
+        dropout=dropout))
+
+
+def probe_batch() -> tuple[torch.Tensor, ...]:
+    """Two sequences of equal length, so reversing the padded time axis reverses valid frames."""
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(2, FRAMES, 80, generator=generator)
+    labels = torch.randint(2, 12, (2, 6), generator=generator)
+    return features, torch.full((2,), FRAMES), labels, torch.tensor([6, 5])
+
+
+def training_batch(step: int) -> tuple[torch.Tensor, ...]:
+    generator = torch.Generator().manual_seed(100 + step)
+    features = torch.randn(3, 60, 80, generator=generator)
+    labels = torch.randint(2, 12, (3, 5), generator=generator)
+    return features, torch.tensor([60, 54, 48]), labels, torch.tensor([5, 4, 3])
+
+
+def train_steps(model: ConformerAED, steps: range, monitor: FlipMonitor | None,
+                plant: tuple[int, int] | None = None) -> None:
+    """A plain PyTorch loop; ``plant=(block, step)`` reverses time after ``block`` from ``step`` on."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    handle = None
+    try:
+        for step in steps:
+            if plant is not None and step == plant[1]:
+                handle = model.encoder.blocks[plant[0]].register_forward_hook(
+                    lambda module, inputs, output: output.flip(1))
+            loss, _ = model.loss(*training_batch(step))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if monitor is not None:
+                monitor.step(step)
+    finally:
+        if handle is not None:
+            handle.remove()
+
+
+@settings(max_examples=6, deadline=None)
+@given(block=st.integers(0, BLOCKS - 1), every=st.sampled_from([1, 5]))
+def test_planted_reversal_is_reported_once_naming_its_block(block: int, every: int) -> None:
+    model = tiny_model()
+    events: list[FlipEvent] = []
+    monitor = FlipMonitor(model, probe_batch(), every=every, on_flip=events.append)
+    train_steps(model, range(1, 11), monitor, plant=(block, 5))
+    assert [(event.step, event.block) for event in events] == [(5, block)]
+    assert monitor.flip is events[0]
+    before = [record for record in monitor.history if record.step < 5]
+    assert all(record.reversed_at is None for record in before)
+    assert all(record.reversed_at == block for record in monitor.history if record.step >= 5)
+
+
+def test_no_reversal_means_no_call() -> None:
+    model = tiny_model()
+    events: list[FlipEvent] = []
+    monitor = FlipMonitor(model, probe_batch(), every=2, on_flip=events.append)
+    train_steps(model, range(1, 9), monitor)
+    assert events == [] and monitor.flip is None
+    assert [record.step for record in monitor.history] == [2, 4, 6, 8]
+    assert all(min(record.reversal_scores) > 0.5 for record in monitor.history)
+
+
+def test_default_on_flip_warns_naming_the_block() -> None:
+    model = tiny_model()
+    monitor = FlipMonitor(model, probe_batch(), every=1)
+    with pytest.warns(EncoderFlipWarning, match="block 1"):
+        train_steps(model, range(1, 3), monitor, plant=(1, 1))
+
+
+@settings(max_examples=10, deadline=None)
+@given(flags=st.lists(st.booleans(), min_size=1, max_size=200))
+def test_every_modules_train_eval_flag_is_restored(flags: list[bool]) -> None:
+    model = tiny_model()
+    modules = list(model.modules())
+    for module, training in zip(modules, flags * (len(modules) // len(flags) + 1)):
+        module.training = training
+    before = [module.training for module in modules]
+    FlipMonitor(model, probe_batch(), every=1).probe(0)
+    assert [module.training for module in modules] == before
+
+
+def test_monitoring_does_not_change_training() -> None:
+    """Same parameters after training with and without a monitor (dropout on, so a monitor that
+    drew random numbers or updated batch-norm statistics would show)."""
+    watched, unwatched = tiny_model(dropout=0.1), tiny_model(dropout=0.1)
+    torch.manual_seed(7)
+    train_steps(watched, range(1, 5), FlipMonitor(watched, probe_batch(), every=1))
+    torch.manual_seed(7)
+    train_steps(unwatched, range(1, 5), None)
+    for (name, mine), theirs in zip(watched.state_dict().items(), unwatched.state_dict().values()):
+        assert torch.equal(mine, theirs), name
+
+
+def test_probe_leaves_parameter_gradients_alone() -> None:
+    model = tiny_model()
+    for parameter in model.parameters():
+        parameter.grad = torch.full_like(parameter, 0.5)
+    FlipMonitor(model, probe_batch(), every=1).probe(0)
+    assert all(torch.equal(parameter.grad, torch.full_like(parameter, 0.5))
+               for parameter in model.parameters())
+
+
+def test_history_and_jsonl_log_agree(tmp_path) -> None:
+    model = tiny_model()
+    log = tmp_path / "run" / "monitor.jsonl"
+    monitor = FlipMonitor(model, probe_batch(), every=3, log_path=log)
+    returned = [monitor(step) for step in range(1, 8)]
+    assert [record is not None for record in returned] == [step % 3 == 0 for step in range(1, 8)]
+    assert monitor.step(6) is None, "a step already probed is not probed again"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert lines == [record.to_dict() for record in monitor.history]
+    record = monitor.history[-1]
+    assert len(record.reversal_scores) == BLOCKS
+    assert len(record.dominance_ratio) == BLOCKS
+    assert len(record.dominance_ratio[0]) == len(record.dominance_branches) == 4
+    assert record.cross_attention_monotonicity is not None
+
+
+def test_probe_batch_without_labels_skips_cross_attention() -> None:
+    features, lengths, _, _ = probe_batch()
+    record = FlipMonitor(tiny_model(), (features, lengths), every=1).probe(0)
+    assert record.cross_attention_monotonicity is None
+    assert len(record.reversal_scores) == BLOCKS
+
+
+def test_every_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="every"):
+        FlipMonitor(tiny_model(), probe_batch(), every=0)
+
+
+def test_importing_the_integrations_imports_no_framework() -> None:
+    code = ("import sys, attnprobe.integrations, attnprobe.monitor; "
+            "print(sorted(name for name in ('transformers', 'lightning', 'pytorch_lightning') "
+            "if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def quiet_monitor() -> FlipMonitor:
+    return FlipMonitor(tiny_model(), probe_batch(), every=2, on_flip=lambda event: None)
+
+
+def test_hugging_face_trainer_callback_calls_the_monitor() -> None:
+    transformers = pytest.importorskip("transformers")
+    from attnprobe.integrations import FlipMonitorTrainerCallback
+
+    assert issubclass(FlipMonitorTrainerCallback, transformers.TrainerCallback)
+    monitor = quiet_monitor()
+    callback = FlipMonitorTrainerCallback(monitor)
+    control = transformers.TrainerControl()
+    for step in range(1, 6):
+        state = transformers.TrainerState(global_step=step)
+        callback.on_step_end(SimpleNamespace(), state, control, model=monitor.model)
+    assert [record.step for record in monitor.history] == [2, 4]
+
+
+def test_lightning_callback_calls_the_monitor_once_per_optimiser_step() -> None:
+    lightning = lightning_package()
+    from attnprobe.integrations import FlipMonitorLightningCallback
+
+    assert issubclass(FlipMonitorLightningCallback, lightning.Callback)
+    monitor = quiet_monitor()
+    callback = FlipMonitorLightningCallback(monitor)
+    # Two micro-batches per optimiser step (gradient accumulation): each global step comes twice.
+    for batch_index, global_step in enumerate([1, 1, 2, 2, 3, 3, 4, 4]):
+        trainer = SimpleNamespace(global_step=global_step)
+        callback.on_train_batch_end(trainer, monitor.model, None, None, batch_index)
+    assert [record.step for record in monitor.history] == [2, 4]
+
+
+def lightning_package() -> ModuleType:
+    for name in ("lightning.pytorch", "pytorch_lightning"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    pytest.skip("Lightning is not installed (pip install lightning); the Lightning callback is "
+                "created only where Lightning can be imported")
+
+
+def test_unknown_integration_names_what_exists() -> None:
+    from attnprobe import integrations
+
+    with pytest.raises(AttributeError, match="FlipMonitorTrainerCallback"):
+        integrations.FlipMonitorKerasCallback  # noqa: B018
