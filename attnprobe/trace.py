@@ -139,13 +139,6 @@ class Trace:
     def _install_binding(self, binding: Any) -> None:
         site: Site = binding.site
         wanted = self._wanted(site)
-        if not binding.batch_first and self._is_attached(site) and wanted & {"output", "input"}:
-            # A batch-first copy of a time-first tensor is a new node off the forward path:
-            # gradients with respect to it would silently be zero.
-            raise ValueError(
-                f"site {site.name!r} is time-first inside the model, so its batch-first record "
-                f"is not on the autograd path and cannot be attached; attach batch-first sites "
-                f"only (attach='<glob>'), or take gradients with respect to the model input")
         if "output" in wanted:
             def after_forward(_module: nn.Module, _args: tuple, output: Any) -> None:
                 tensor = pick_tensor(output, binding.output_index)

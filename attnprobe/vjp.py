@@ -59,9 +59,13 @@ def batched_vjp(
         last = start + step >= total
         grads = torch.autograd.grad(output, input_tuple, chunk, retain_graph=retain_graph or not last,
                                     is_grads_batched=True, allow_unused=True)
-        for index, (grad, source) in enumerate(zip(grads, input_tuple)):
+        for index, grad in enumerate(grads):
             if grad is None:
-                grad = torch.zeros((chunk.shape[0], *source.shape), dtype=source.dtype,
-                                   device=source.device)
+                # A zero gradient would be a silent lie: this tensor is not on the path at all.
+                raise GradientUnavailableError(
+                    f"input {index} is not on the autograd path to the output (it may be a copy "
+                    f"made after the forward pass, e.g. the batch-first record of a time-first "
+                    f"site); take gradients with respect to the model input or a batch-first "
+                    f"site recorded with attach=True")
             pieces[index].append(reduce(grad) if reduce is not None else grad)
     return [torch.cat(parts) for parts in pieces]

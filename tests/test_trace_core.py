@@ -239,18 +239,3 @@ def test_unsupported_model_error_lists_families_and_the_fix() -> None:
         with attnprobe.trace(torch.nn.Sequential(torch.nn.Linear(2, 2))):
             pass
     assert "attnprobe-conformer" in str(raised.value)
-
-
-def test_attaching_a_time_first_site_is_refused_with_the_fix() -> None:
-    class TimeFirstAdapter(ToyAdapter):
-        def bindings(self):  # type: ignore[override]
-            found = super().bindings()
-            found[1].batch_first = False
-            return found
-
-    model = make_model()
-    hooks_before = all_hooks(model)
-    with pytest.raises(ValueError, match="time-first"):
-        with attnprobe.trace(model, attach=True, adapter=TimeFirstAdapter):
-            pass
-    assert all_hooks(model) == hooks_before
