@@ -35,3 +35,14 @@ def test_inference_mode_is_refused() -> None:
         output = torch.ones(2)
     with torch.inference_mode(), pytest.raises(GradientUnavailableError, match="inference_mode"):
         batched_vjp(output, torch.ones(2), torch.ones(1, 2))
+
+
+def test_the_chunk_search_gives_the_same_gradients_as_fixed_chunks() -> None:
+    torch.manual_seed(1)
+    inputs = torch.randn(2, 6, 3, requires_grad=True)
+    output = torch.nn.functional.layer_norm(inputs @ torch.randn(3, 5), (5,)).relu()
+    cotangents = torch.randn(11, 2, 6, 5)
+    (searched,) = batched_vjp(output, inputs, cotangents, retain_graph=True, max_chunk_size=4)
+    (fixed,) = batched_vjp(output, inputs, cotangents, chunk_size=3)
+    assert searched.shape == (11, 2, 6, 3)
+    assert torch.allclose(searched, fixed, atol=1e-6)

@@ -97,7 +97,7 @@ class FrameMapping(ProbeResult):
 
 def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
                   layers: list[int] | None = None, projections: int | None = 4,
-                  chunk_size: int | None = 256, seed: int = 0,
+                  chunk_size: int | None = None, seed: int = 0,
                   threshold: float = REVERSAL_THRESHOLD, adapter: Any = None) -> FrameMapping:
     """Dependency maps of encoder block outputs on the encoder input.
 
@@ -109,7 +109,8 @@ def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
         batch: :class:`SpeechBatch` or ``(features, lengths[, labels, label_lengths])``.
         layers: block indices to map (default: all).
         projections: random feature directions per output frame; ``None`` for the exact norms.
-        chunk_size: vector-Jacobian products per backward pass (bounds memory).
+        chunk_size: vector-Jacobian products per backward pass; ``None`` searches for the
+            fastest up to 256 (see :func:`attnprobe.vjp.batched_vjp`).
         seed: seed of the random directions.
         threshold: reversal threshold of the scores.
         adapter: an adapter to use instead of the automatic choice.
@@ -176,6 +177,7 @@ def _dependency_maps(output: torch.Tensor, encoder_input: torch.Tensor, lengths:
     frame = torch.arange(probed, device=output.device)
     cotangents[:, frame, :, frame, :] = directions[None, :, None, :]
     squared, = batched_vjp(output, encoder_input, cotangents.flatten(0, 1), chunk_size,
+                           max_chunk_size=256,
                            reduce=lambda gradient: gradient.pow(2).sum(-1))
     squared = squared.view(count, probed, batch, -1)
     energy = squared.sum(0) if projections is None else squared.mean(0)

@@ -91,7 +91,7 @@ class GradientMaps(ProbeResult):
         return "\n".join(lines)
 
 
-def gradient_maps(model: nn.Module, batch: SpeechBatch | tuple, *, chunk_size: int | None = 16,
+def gradient_maps(model: nn.Module, batch: SpeechBatch | tuple, *, chunk_size: int | None = None,
                   threshold: float = REVERSAL_THRESHOLD, adapter: Any = None) -> GradientMaps:
     """``G_0`` and ``G_i`` of every encoder block, teacher-forced, in eval mode.
 
@@ -132,7 +132,7 @@ def gradient_maps(model: nn.Module, batch: SpeechBatch | tuple, *, chunk_size: i
         labels = log_probs.shape[1]
         cotangents = log_probs.new_zeros(labels, *log_probs.shape)
         cotangents[torch.arange(labels), :, torch.arange(labels)] = 1.0
-        norms = batched_vjp(log_probs, tuple(hidden), cotangents, chunk_size,
+        norms = batched_vjp(log_probs, tuple(hidden), cotangents, chunk_size, max_chunk_size=16,
                             reduce=lambda gradient: torch.linalg.vector_norm(gradient, dim=-1))
     maps = []
     for index, (count, frames) in enumerate(zip(batch.label_lengths.tolist(), lengths.tolist())):

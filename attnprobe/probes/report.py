@@ -85,7 +85,7 @@ class ReversalReport(ProbeResult):
 
 
 def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
-                    projections: int | None = 4, chunk_size: int | None = 256,
+                    projections: int | None = 4, chunk_size: int | None = None,
                     threshold: float = REVERSAL_THRESHOLD, max_offset: int = DEFAULT_MAX_OFFSET,
                     seed: int = 0, adapter: Any = None) -> ReversalReport:
     """Run every reversal probe that applies to ``model`` and combine them into one verdict.
@@ -100,7 +100,8 @@ def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
         batch: :class:`SpeechBatch`, or ``(features, lengths)``, or ``(features, lengths, labels,
             label_lengths)``; labels enable the decoder probes of encoder-decoder models.
         projections: random feature directions per frame of the frame mapping (``None``: exact).
-        chunk_size: vector-Jacobian products per backward pass.
+        chunk_size: vector-Jacobian products per backward pass; ``None`` searches for the
+            fastest.
         threshold: |correlation| that counts as monotone or reversed
             (:data:`attnprobe.probes.result.REVERSAL_THRESHOLD`).
         max_offset: range of the self-attention offset histogram.
