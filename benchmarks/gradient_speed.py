@@ -2,8 +2,11 @@
 
 For S labels on a T-frame log-mel input, prints side by side the time of
 
-- ``batched``: attnprobe's score matrix (one forward, the gradients of all labels from one batched
-  backward per chunk of labels, ``attnprobe.attribution.gradient_scores``);
+- ``batched``: attnprobe's score matrix as shipped (``attnprobe.attribution.gradient_scores``): one
+  forward, then batched backward passes over chunks of labels whose size a search picks for speed
+  within the memory budget;
+- ``vmap``: the same with every chunk as large as the memory budget allows (the most labels per
+  ``is_grads_batched`` backward);
 - ``loop``: one forward, then one backward per label (the paper authors' method);
 - ``captum``: captum's ``Saliency`` called once per label (a forward and a backward each);
 
@@ -36,6 +39,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from attnprobe.attribution import LabelForward, gradient_scores, model_forward, score_matrix_loop
+from attnprobe.attribution.batching import DEFAULT_MEMORY_BUDGET, label_gradients, largest_chunk
 from attnprobe.attribution.scores import frame_norms
 from attnprobe.batch import SpeechBatch
 
@@ -122,14 +126,19 @@ def captum_scores(model: nn.Module, batch: SpeechBatch) -> Callable[[], torch.Te
     return run
 
 
-def matmul_rate() -> float:
-    """FLOP/s of a large float32 matmul on this machine with the current threads."""
+def matmul_rates() -> tuple[float, float]:
+    """FLOP per wall second and per CPU second of a large float32 matmul with the current threads.
+
+    The CPU-second rate is what one core does while it runs; on a machine that other jobs share it
+    stays put where the wall-clock rate drops.
+    """
     left, right = torch.randn(2048, 1024), torch.randn(1024, 1024)
     left @ right
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(10):
         left @ right
-    return 10 * 2 * 2048 * 1024 * 1024 / (time.perf_counter() - start)
+    flops = 10 * 2 * 2048 * 1024 * 1024
+    return flops / (time.perf_counter() - wall), flops / (time.process_time() - cpu)
 
 
 def flop_counts(forward: LabelForward) -> tuple[float, float]:
@@ -144,8 +153,6 @@ def flop_counts(forward: LabelForward) -> tuple[float, float]:
 
 def profile_backwards(forward: LabelForward, chunk: int) -> None:
     from torch.profiler import ProfilerActivity, profile
-
-    from attnprobe.attribution.scores import label_gradients
 
     result = forward()
     torch.autograd.grad(result.label_log_probs[:, 0].sum(), result.target, retain_graph=True)
@@ -168,20 +175,37 @@ def run_case(name: str, model: nn.Module, batch: SpeechBatch, repeats: int, prof
     labels, frames = int(batch.label_lengths[0]), int(batch.input_lengths[0])
     print(f"\n== {name}: {labels} labels, {frames} input frames, "
           f"{torch.get_num_threads()} threads ==")
-    chunk = gradient_scores(forward).chunk_size
-    results = {"batched": timed(lambda: gradient_scores(forward).scores, repeats),
+    # Warm up both backward paths on the real shapes, so that no column pays first-call costs.
+    for size in (1, 2):
+        probe = forward()
+        label_gradients(probe.label_log_probs[:, :size], probe.target, chunk_size=size)
+    largest = largest_chunk(probe.saved_bytes, probe.target, labels, DEFAULT_MEMORY_BUDGET)
+    del probe
+    chunks: dict[str, int] = {}
+
+    def batched() -> torch.Tensor:
+        scores = gradient_scores(forward)
+        chunks["batched"] = scores.chunk_size
+        return scores.scores
+
+    results = {"batched": timed(batched, repeats),
+               "vmap": timed(lambda: gradient_scores(forward, chunk_size=largest).scores, repeats),
                "loop": timed(lambda: loop_scores(forward), repeats)}
     if captum_note is None:
         results["captum"] = timed(captum_scores(model, batch), repeats)
-    print(f"  {'method':<8} {'wall s':>8} {'cpu s':>8} {'loop/x':>7}")
+    print(f"  {'method':<8} {'wall s':>8} {'cpu s':>8} {'loop/x wall':>12} {'loop/x cpu':>11}")
     for method, timing in results.items():
         print(f"  {method:<8} {timing.wall:8.2f} {timing.cpu:8.2f} "
-              f"{results['loop'].wall / timing.wall:7.2f}x")
+              f"{results['loop'].wall / timing.wall:11.2f}x "
+              f"{results['loop'].cpu / timing.cpu:10.2f}x")
     if captum_note is not None:
         print(f"  captum: skipped ({captum_note})")
-    print(f"  batched chunk size: {chunk} labels per backward (default memory budget)")
+    print(f"  labels per backward: batched {chunks['batched']} (searched), vmap {largest} (the "
+          f"most the default {DEFAULT_MEMORY_BUDGET / 2**30:g} GiB memory budget allows)")
     reference = results["loop"].scores
     for method, timing in results.items():
+        if method == "loop":
+            continue
         error = float((timing.scores - reference).abs().max() / reference.abs().max())
         print(f"  {method} vs loop: max relative difference {error:.1e} "
               f"({'equal' if error < 1e-3 else 'DIFFERENT'})")
@@ -189,14 +213,19 @@ def run_case(name: str, model: nn.Module, batch: SpeechBatch, repeats: int, prof
     print(f"  batched vs loop: {speedup:.2f}x, target {TARGET_SPEEDUP:g}x "
           f"{'reached' if speedup >= TARGET_SPEEDUP else 'NOT reached'}")
     forward_flops, backward_flops = flop_counts(forward)
-    rate = matmul_rate()
-    bound = (forward_flops + labels * backward_flops) / rate
-    print(f"  FLOPs: forward {forward_flops / 1e9:.1f} G, one label's backward "
-          f"{backward_flops / 1e9:.1f} G; matmul rate {rate / 1e9:.0f} GFLOP/s")
-    print(f"  forward + {labels} backwards need {bound:.2f} s at that rate: no exact method can "
-          f"be more than {results['loop'].wall / bound:.1f}x faster than the loop here")
+    total = forward_flops + labels * backward_flops
+    wall_rate, cpu_rate = matmul_rates()
+    loop = results["loop"]
+    print(f"  FLOPs (matmuls, convolutions): forward {forward_flops / 1e9:.1f} G, one label's "
+          f"backward {backward_flops / 1e9:.1f} G; forward + {labels} backwards = "
+          f"{total / 1e9:.0f} G for the loop and the batched backward alike")
+    print(f"  matmul rate here: {wall_rate / 1e9:.0f} GFLOP per wall s, {cpu_rate / 1e9:.0f} GFLOP "
+          f"per CPU s; the loop ran at {total / loop.wall / wall_rate:.0%} (wall) and "
+          f"{total / loop.cpu / cpu_rate:.0%} (CPU) of that rate, so no exact method can be more "
+          f"than {loop.wall * wall_rate / total:.1f}x (wall) / {loop.cpu * cpu_rate / total:.1f}x "
+          f"(CPU) faster than the loop on this machine")
     if profile:
-        profile_backwards(forward, min(chunk, labels))
+        profile_backwards(forward, largest)
 
 
 def main() -> None:

@@ -3,8 +3,10 @@
     from attnprobe.attribution import gradient_alignment
     alignments = gradient_alignment(model.eval(), batch, tokens)     # list[Alignment]
 
-- :mod:`.scores`: ``score[s, t] = || d log p(a_s | a_<s, X) / d x_t ||`` for all labels in one
-  batched backward (:func:`gradient_scores`, :func:`function_forward`).
+- :mod:`.scores`: ``score[s, t] = || d log p(a_s | a_<s, X) / d x_t ||`` for all labels from one
+  forward pass (:func:`gradient_scores`, :func:`function_forward`).
+- :mod:`.batching`: batched backward passes over chunks of labels, sized by a speed search within
+  a memory budget (:func:`label_gradients`).
 - :mod:`.smoothing`: :class:`SmoothGrad` and :class:`IntegratedGradients` variants.
 - :mod:`.ctc`: the per-label quantity of CTC models (:func:`ctc_label_log_probs`).
 - :mod:`.align`: scores -> Viterbi -> words with times (:func:`gradient_alignment`).
@@ -13,9 +15,9 @@
 from __future__ import annotations
 
 from .align import align_scores, gradient_alignment, model_forward
+from .batching import DEFAULT_MEMORY_BUDGET, LabelGradients, label_gradients
 from .ctc import CTCOccupancy, ctc_label_log_probs, ctc_occupancy
 from .scores import (
-    DEFAULT_MEMORY_BUDGET,
     ForwardPass,
     GradientScores,
     LabelForward,
@@ -34,6 +36,7 @@ __all__ = [
     "GradientScores",
     "IntegratedGradients",
     "LabelForward",
+    "LabelGradients",
     "SmoothGrad",
     "align_scores",
     "ctc_label_log_probs",
@@ -41,6 +44,7 @@ __all__ = [
     "function_forward",
     "gradient_alignment",
     "gradient_scores",
+    "label_gradients",
     "model_forward",
     "score_matrix",
     "score_matrix_loop",

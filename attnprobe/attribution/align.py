@@ -34,9 +34,9 @@ from attnprobe.capture import pick_tensor
 from attnprobe.errors import CapabilityError, InputError
 from attnprobe.trace import trace
 
+from .batching import DEFAULT_MEMORY_BUDGET
 from .ctc import ctc_label_log_probs
 from .scores import (
-    DEFAULT_MEMORY_BUDGET,
     ForwardPass,
     GradientScores,
     InputTransform,
@@ -82,8 +82,9 @@ def gradient_alignment(
         p: the norm over features (2: L2).
         attribution: :class:`SmoothGrad` or :class:`IntegratedGradients` instead of plain
             gradients.
-        chunk_size: labels per backward pass; ``None`` chooses it from ``memory_budget``.
-        memory_budget: bytes one chunk's backward may use.
+        chunk_size: labels per backward pass; ``None`` searches for the fastest size that fits
+            ``memory_budget`` (see :mod:`attnprobe.attribution.batching`).
+        memory_budget: bytes one backward pass may use; ``None``: no limit.
         subsampling: input frames per encoder-input frame, when the adapter does not know it.
         ctc_blank: blank id of a CTC-only model, when the adapter does not know it.
         word_style: tokenizer convention of ``tokens`` (see :mod:`attnprobe.alignment.words`).

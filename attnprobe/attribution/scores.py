@@ -4,11 +4,12 @@
 default), for a teacher-forced transcription, where ``x`` is the model input (10 ms log-mel) or
 the encoder input after the frontend.
 
-All labels share one forward pass, and the gradients of all of them come out of one batched
-backward pass (``torch.autograd.grad(..., is_grads_batched=True)``, chunked over labels to stay in
-a memory budget) instead of one backward per label. The items of a padded batch share it too:
-cotangent ``s`` selects label ``s`` of every item at once, which is exact because items do not
-interact in a model in eval mode (no batch statistics, no dropout).
+All labels share one forward pass; their gradients come out of batched backward passes
+(``torch.autograd.grad(..., is_grads_batched=True)``) over chunks of labels, sized to stay in a
+memory budget and to run fastest on the device (see :mod:`.batching`), instead of one forward and
+backward per label. The items of a padded batch share every pass: cotangent ``s`` selects label
+``s`` of every item at once, which is exact because items do not interact in a model in eval mode
+(no batch statistics, no dropout).
 
 Usage::
 
@@ -20,17 +21,20 @@ Usage::
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from attnprobe.errors import GradientUnavailableError, InputError
-from attnprobe.vjp import batched_vjp, require_grad_mode
+from attnprobe.vjp import require_grad_mode
 
-DEFAULT_MEMORY_BUDGET = 2 * 2**30
-"""Bytes the batched backward of one chunk of labels may use (see :func:`chunk_size_for`)."""
+from .batching import (
+    DEFAULT_MEMORY_BUDGET,
+    counting_saved_bytes,
+    label_gradients,
+    largest_chunk,
+)
 
 InputTransform = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``(inputs, frame_lengths) -> inputs``: a change of the scored input before the forward pass
@@ -93,7 +97,8 @@ class GradientScores:
         label_lengths: ``(batch,)`` valid labels per item.
         frame_lengths: ``(batch,)`` valid frames per item.
         subsampling: input feature frames per score column.
-        chunk_size: labels per backward pass that produced the scores.
+        chunk_size: labels per backward pass that produced the scores (the size the search
+            kept, when it searched).
     """
 
     scores: torch.Tensor
@@ -147,14 +152,15 @@ def gradient_scores(
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
     require_alignable: bool = False,
 ) -> GradientScores:
-    """Score matrix of every label from one forward and one batched backward per chunk of labels.
+    """Score matrix of every label from one forward and batched backward passes over the labels.
 
     Args:
         forward: from :func:`function_forward` or
             :func:`~attnprobe.attribution.align.model_forward`.
         p: the norm over features (2: L2; ``math.inf``: max-abs; any ``p >= 1``).
-        chunk_size: labels per backward pass; ``None`` chooses it from ``memory_budget``.
-        memory_budget: bytes one chunk may use; ``None`` puts all labels in one pass.
+        chunk_size: labels per backward pass; ``None`` searches for the fastest size that fits
+            ``memory_budget`` (:mod:`.batching`).
+        memory_budget: bytes one backward pass may use; ``None``: no limit.
         require_alignable: raise before the backward when an item has more labels than frames.
 
     Returns:
@@ -164,11 +170,12 @@ def gradient_scores(
     result = forward()
     if require_alignable:
         check_alignable(result.label_lengths, result.frame_lengths)
-    chunk = chunk_size or chunk_size_for(result, memory_budget)
-    scores = score_matrix(result.label_log_probs, result.target, label_lengths=result.label_lengths,
-                          frame_lengths=result.frame_lengths, p=p, chunk_size=chunk)
+    largest = largest_chunk(result.saved_bytes, result.target, result.label_log_probs.shape[1],
+                            memory_budget)
+    scores, used = _score_matrix(result.label_log_probs, result.target, result.label_lengths,
+                                 result.frame_lengths, p, chunk_size, largest)
     return GradientScores(scores, result.label_lengths, result.frame_lengths, forward.subsampling,
-                          chunk)
+                          used)
 
 
 def score_matrix(
@@ -179,15 +186,17 @@ def score_matrix(
     frame_lengths: torch.Tensor | None = None,
     p: float = 2.0,
     chunk_size: int | None = None,
+    max_chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """Scores from a graph that is already built: all labels in one batched backward per chunk.
+    """Scores from a graph that is already built, all labels in batched backward passes.
 
     Args:
-        label_log_probs: ``(batch, labels)`` computed from ``target``.
+        label_log_probs: ``(batch, labels)`` computed from ``target``; its graph is freed.
         target: ``(batch, frames, *features)`` in the graph of ``label_log_probs``.
         label_lengths / frame_lengths: ``(batch,)`` valid labels / frames; all when ``None``.
         p: the norm over features.
-        chunk_size: labels per backward pass (``None``: all at once).
+        chunk_size: labels per backward pass; ``None`` searches for the fastest.
+        max_chunk_size: the largest chunk the search may try (``None``: all labels).
 
     Returns:
         ``(batch, labels, frames)``, 0 on padded labels and frames.
@@ -195,10 +204,21 @@ def score_matrix(
     check_norm(p)
     label_lengths = _lengths(label_lengths, label_log_probs, "label_lengths")
     frame_lengths = _frame_lengths(frame_lengths, target)
+    return _score_matrix(label_log_probs, target, label_lengths, frame_lengths, p, chunk_size,
+                         max_chunk_size)[0]
+
+
+def _score_matrix(label_log_probs: torch.Tensor, target: torch.Tensor,
+                  label_lengths: torch.Tensor, frame_lengths: torch.Tensor, p: float,
+                  chunk_size: int | None, max_chunk_size: int | None
+                  ) -> tuple[torch.Tensor, int]:
+    """:func:`score_matrix` on checked lengths; also returns the chunk size used."""
     check_finite_log_probs(label_log_probs, label_lengths)
     norms = label_gradients(label_log_probs, target, chunk_size=chunk_size,
+                            max_chunk_size=max_chunk_size,
                             reduce=lambda gradient: frame_norms(gradient, p))
-    return finish_scores(norms.transpose(0, 1), label_lengths, frame_lengths)
+    scores = finish_scores(norms.values.transpose(0, 1), label_lengths, frame_lengths)
+    return scores, norms.chunk_size
 
 
 def score_matrix_loop(
@@ -223,27 +243,6 @@ def score_matrix_loop(
                                           retain_graph=True)
         rows.append(frame_norms(gradient[None], p)[0])
     return finish_scores(torch.stack(rows, dim=1), label_lengths, frame_lengths)
-
-
-def label_gradients(
-    label_log_probs: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    chunk_size: int | None,
-    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """``d log p(a_s) / d target`` of every label position, batched over labels and items.
-
-    Returns:
-        ``(labels, batch, frames, *features)``, or ``(labels, ...)`` after ``reduce`` (applied to
-        each chunk's ``(chunk, batch, frames, *features)``).
-    """
-    batch, labels = label_log_probs.shape
-    # Cotangent s is 1 at label s of every item: items share the backward pass.
-    cotangents = torch.eye(labels, dtype=label_log_probs.dtype, device=label_log_probs.device)
-    cotangents = cotangents[:, None, :].expand(labels, batch, labels)
-    (gradients,) = batched_vjp(label_log_probs, target, cotangents, chunk_size, reduce)
-    return gradients
 
 
 def frame_norms(gradients: torch.Tensor, p: float) -> torch.Tensor:
@@ -273,51 +272,6 @@ def finish_scores(
             f"the inputs for extreme values, and check that the model has no operation without "
             f"a defined gradient there (e.g. sqrt(0), log(0))")
     return scores.masked_fill(~valid, 0.0)
-
-
-def chunk_size_for(result: ForwardPass, memory_budget: int | None) -> int:
-    """Labels per backward pass that keep one batched backward inside ``memory_budget``.
-
-    A vmapped backward holds, per label in the chunk, at most one gradient per tensor autograd
-    saved in the forward pass plus the gradient of the target, so ``saved_bytes + target bytes``
-    per label is a conservative estimate.
-    """
-    labels = result.label_log_probs.shape[1]
-    if memory_budget is None:
-        return labels
-    target_bytes = result.target.numel() * result.target.element_size()
-    per_label = max(1, result.saved_bytes + target_bytes)
-    return max(1, min(labels, memory_budget // per_label))
-
-
-@dataclass
-class SavedBytesCounter:
-    """Bytes of the distinct storages autograd saved while counting."""
-
-    total: int = 0
-
-
-@contextmanager
-def counting_saved_bytes() -> Iterator[SavedBytesCounter]:
-    """Count what autograd saves for the backward (each storage once).
-
-    Only first-order gradients may be taken from a graph built inside (no ``create_graph``).
-    """
-    counter = SavedBytesCounter()
-    seen: set[int] = set()
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in seen:
-            seen.add(storage.data_ptr())
-            counter.total += storage.nbytes()
-        # Keeping the tensor itself would tie a saved output to its own grad_fn in a reference
-        # cycle that outlives the pass; a detached view shares the storage without the cycle.
-        # The backward is first order only, so nothing needs the saved tensors' history.
-        return tensor.detach()
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        yield counter
 
 
 def check_forward(result: ForwardPass) -> None:

@@ -30,8 +30,8 @@ from typing import Literal
 
 import torch
 
+from .batching import DEFAULT_MEMORY_BUDGET, label_gradients, largest_chunk
 from .scores import (
-    DEFAULT_MEMORY_BUDGET,
     ForwardPass,
     GradientScores,
     InputTransform,
@@ -39,10 +39,8 @@ from .scores import (
     check_alignable,
     check_finite_log_probs,
     check_norm,
-    chunk_size_for,
     finish_scores,
     frame_norms,
-    label_gradients,
 )
 
 
@@ -198,18 +196,22 @@ def _summed_gradients(
     """
     total: torch.Tensor | None = None
     first: ForwardPass | None = None
-    chunk = 1
+    chunk = chunk_size
     for transform in transforms:
         result = forward(transform)
         if first is None:
             first = result
             if require_alignable:
                 check_alignable(result.label_lengths, result.frame_lengths)
-            chunk = chunk_size or chunk_size_for(result, memory_budget)
         check_finite_log_probs(result.label_log_probs, result.label_lengths)
-        gradients = label_gradients(result.label_log_probs, result.target, chunk_size=chunk)
-        total = gradients if total is None else total + gradients
-    assert total is not None and first is not None
+        largest = largest_chunk(result.saved_bytes, result.target,
+                                result.label_log_probs.shape[1], memory_budget)
+        gradients = label_gradients(result.label_log_probs, result.target, chunk_size=chunk,
+                                    max_chunk_size=largest)
+        # The first pass's search decides the chunk size for the others.
+        chunk = gradients.chunk_size
+        total = gradients.values if total is None else total + gradients.values
+    assert total is not None and first is not None and chunk is not None
     return total, first, chunk
 
 
