@@ -4,7 +4,6 @@ keep their defining properties, and every misuse fails with an error that says w
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -26,7 +25,7 @@ from attnprobe.attribution import (
     score_matrix,
     score_matrix_loop,
 )
-from attnprobe.attribution.batching import ChunkSearch
+from attnprobe.attribution.batching import largest_chunk
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import CapabilityError, GradientUnavailableError, InputError
 from attnprobe.models import ConformerAED, ConformerAEDConfig
@@ -81,51 +80,19 @@ def test_chunk_search_and_memory_budget_never_change_the_result(conformer: Confo
     batch = speech_batch([48], [6])
     forward = model_forward(conformer, batch)
     fixed = gradient_scores(forward, chunk_size=6, memory_budget=None)
-    searched = gradient_scores(forward, memory_budget=None)
-    squeezed = gradient_scores(forward, memory_budget=1)
-    capped = gradient_scores(forward, memory_budget=3 * forward().saved_bytes)
-    assert (fixed.chunk_size, squeezed.chunk_size) == (6, 1)
-    assert 1 <= searched.chunk_size <= 6 and 1 <= capped.chunk_size <= 2
-    for scores in (searched, squeezed, capped):
-        torch.testing.assert_close(scores.scores, fixed.scores, rtol=1e-4, atol=1e-8)
+    for options in ({"memory_budget": None}, {"memory_budget": 1},
+                    {"memory_budget": 3 * forward().saved_bytes}):
+        searched = gradient_scores(forward, **options)
+        torch.testing.assert_close(searched.scores, fixed.scores, rtol=1e-4, atol=1e-8)
 
 
-@settings(max_examples=25, deadline=None)
-@given(seconds_per_label=st.lists(st.floats(0.1, 10.0), min_size=8, max_size=8),
-       largest=st.integers(1, 40))
-def test_chunk_search_doubles_while_faster_then_keeps_the_fastest(
-    seconds_per_label: list[float], largest: int
-) -> None:
-    search = ChunkSearch(None, largest)
-    search.observe(1, 100.0)  # the warm-up chunk is not timed
-    tried: list[tuple[int, float]] = []
-    for per_label in seconds_per_label:
-        size = search.size
-        tried.append((size, per_label))
-        search.observe(size, per_label * size)
-    sizes = [size for size, _ in tried]
-    explored: list[tuple[int, float]] = []
-    for size, per_label in tried:
-        if explored and size != 2 * explored[-1][0]:
-            break
-        explored.append((size, per_label))
-    assert [size for size, _ in explored] == [2**i for i in range(len(explored))]
-    assert all(size <= largest for size in sizes)
-    times = [per_label for _, per_label in explored]
-    assert all(later < earlier for earlier, later in itertools.pairwise(times[:-1]))
-    if len(explored) < len(tried):  # it stopped: no faster than before, or no room to double
-        last_size, last_time = explored[-1]
-        slower = len(explored) > 1 and last_time >= min(times[:-1])
-        assert slower or 2 * last_size > largest
-    best = min(explored, key=lambda pair: pair[1])[0]
-    assert all(size == best for size in sizes[len(explored):]) and search.size == best
-
-
-def test_a_fixed_chunk_size_is_never_searched() -> None:
-    search = ChunkSearch(3, 40)
-    for seconds in (5.0, 1.0, 0.1):
-        search.observe(3, seconds)
-    assert search.size == 3
+def test_the_memory_budget_caps_labels_per_backward_pass(conformer: ConformerAED) -> None:
+    result = model_forward(conformer, speech_batch([48], [6]))()
+    per_label = result.saved_bytes + result.target.numel() * result.target.element_size()
+    assert largest_chunk(result.saved_bytes, result.target, 6, None) == 6
+    assert largest_chunk(result.saved_bytes, result.target, 6, 1) == 1
+    assert largest_chunk(result.saved_bytes, result.target, 6, 3 * per_label) == 3
+    assert largest_chunk(result.saved_bytes, result.target, 6, 100 * per_label) == 6
 
 
 def test_scoring_restores_training_mode_and_parameter_flags(conformer: ConformerAED) -> None:

@@ -5,8 +5,8 @@
 
 - :mod:`.scores`: ``score[s, t] = || d log p(a_s | a_<s, X) / d x_t ||`` for all labels from one
   forward pass (:func:`gradient_scores`, :func:`function_forward`).
-- :mod:`.batching`: batched backward passes over chunks of labels, sized by a speed search within
-  a memory budget (:func:`label_gradients`).
+- :mod:`.batching`: the labels' shared backward passes, in chunks capped by a memory budget
+  (:func:`label_gradients`).
 - :mod:`.smoothing`: :class:`SmoothGrad` and :class:`IntegratedGradients` variants.
 - :mod:`.ctc`: the per-label quantity of CTC models (:func:`ctc_label_log_probs`).
 - :mod:`.align`: scores -> Viterbi -> words with times (:func:`gradient_alignment`).
@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 from .align import align_scores, gradient_alignment, model_forward
-from .batching import DEFAULT_MEMORY_BUDGET, LabelGradients, label_gradients
+from .batching import DEFAULT_MEMORY_BUDGET, label_gradients
 from .ctc import CTCOccupancy, ctc_label_log_probs, ctc_occupancy
 from .scores import (
     ForwardPass,
@@ -36,7 +36,6 @@ __all__ = [
     "GradientScores",
     "IntegratedGradients",
     "LabelForward",
-    "LabelGradients",
     "SmoothGrad",
     "align_scores",
     "ctc_label_log_probs",

@@ -1,45 +1,27 @@
-"""The gradients of many labels from one forward graph, in as few backward passes as pays off.
+"""How the labels share backward passes: one cotangent per label position, every item at once,
+in chunks whose size :func:`attnprobe.vjp.batched_vjp` searches for speed under a memory cap.
 
 Every label's gradient costs a full backward pass's arithmetic whichever way it is computed, so
-batching labels (``torch.autograd.grad(..., is_grads_batched=True)``, a vmap over cotangents)
-saves only per-operation overhead: kernel launches and small-tensor dispatch, which dominate on a
-GPU and for short inputs. For long inputs on a CPU the backward is bound by its matrix products,
-and vmap's batching rules add copies (saved activations are expanded to the batch of cotangents),
-so one label per pass can be as fast or faster (measured in ``benchmarks/gradient_speed.py``).
-
-Hence the default: a search. Chunks of labels double in size (1, 2, 4, ...) while the time per
-label falls, up to the largest chunk the memory budget allows, and the fastest size is kept for the
-remaining labels. Every chunk's gradients are used, so the search costs only its slower chunks; the
-results do not depend on it.
+batching labels (``is_grads_batched``, a vmap over cotangents) saves only per-operation overhead:
+kernel launches and small-tensor dispatch, which dominate on a GPU and for short inputs. For long
+inputs on a CPU the backward is bound by its matrix products, and vmap's batching rules add copies
+and loops, so one label per pass can be as fast (``benchmarks/gradient_speed.py`` measures both).
+``batched_vjp`` therefore tries chunks of 1, 2, 4, ... labels and keeps the fastest; this module
+caps the chunk by a memory budget, estimated from what autograd saved in the forward pass.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from attnprobe.vjp import require_grad_mode
+from attnprobe.vjp import batched_vjp
 
 DEFAULT_MEMORY_BUDGET = 2 * 2**30
 """Bytes the backward pass of one chunk of labels may use (see :func:`largest_chunk`)."""
-
-
-@dataclass
-class LabelGradients:
-    """Gradients of every label position.
-
-    Attributes:
-        values: ``(labels, batch, frames, *features)``, or what ``reduce`` made of it.
-        chunk_size: labels per backward pass used (after the search, the size it kept).
-    """
-
-    values: torch.Tensor
-    chunk_size: int
 
 
 def label_gradients(
@@ -49,70 +31,29 @@ def label_gradients(
     chunk_size: int | None = None,
     max_chunk_size: int | None = None,
     reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> LabelGradients:
+) -> torch.Tensor:
     """``d log p(a_s) / d target`` of every label position ``s``, for every item at once.
 
     Args:
         label_log_probs: ``(batch, labels)`` in the graph of ``target``; the graph is freed after
             the last label.
         target: ``(batch, frames, *features)``.
-        chunk_size: labels per backward pass; ``None`` searches for the fastest (see the module
-            docs).
+        chunk_size: labels per backward pass; ``None`` searches for the fastest.
         max_chunk_size: the largest chunk the search may try (``None``: all labels).
         reduce: applied to each chunk's ``(chunk, batch, frames, *features)`` gradients, so that
             only the reduction (e.g. a norm per frame) is kept.
+
+    Returns:
+        ``(labels, batch, frames, *features)``, or what ``reduce`` made of it.
     """
-    require_grad_mode("gradient scoring")
     batch, labels = label_log_probs.shape
     # Cotangent s is 1 at label s of every item: the items of a batch share each backward pass,
     # which is exact because items do not interact in eval mode.
     cotangents = torch.eye(labels, dtype=label_log_probs.dtype, device=label_log_probs.device)
     cotangents = cotangents[:, None, :].expand(labels, batch, labels)
-    search = ChunkSearch(chunk_size, max_chunk_size or labels)
-    pieces = []
-    start = 0
-    while start < labels:
-        size = min(search.size, labels - start)
-        began = time.perf_counter()
-        gradients = _backward(label_log_probs, target, cotangents[start : start + size],
-                              retain_graph=start + size < labels)
-        pieces.append(reduce(gradients) if reduce is not None else gradients)
-        _wait_for(gradients)
-        search.observe(size, time.perf_counter() - began)
-        start += size
-    return LabelGradients(torch.cat(pieces), search.size)
-
-
-class ChunkSearch:
-    """Chooses labels per backward pass: ``fixed`` if given, else by timing.
-
-    The first chunk (one label) warms up and is not timed; then the size doubles while the time
-    per label falls and the next size fits ``largest``, and the fastest size seen is kept.
-    """
-
-    def __init__(self, fixed: int | None, largest: int) -> None:
-        self.size = max(1, fixed) if fixed else 1
-        self.largest = max(1, largest)
-        self._searching = not fixed
-        self._warmed_up = False
-        self._best_size = self.size
-        self._best_time = math.inf
-
-    def observe(self, size: int, seconds: float) -> None:
-        if not self._searching or size != self.size:
-            return
-        if not self._warmed_up:
-            self._warmed_up = True
-            return
-        per_label = seconds / size
-        improved = per_label < self._best_time
-        if improved:
-            self._best_size, self._best_time = size, per_label
-        if improved and 2 * size <= self.largest:
-            self.size = 2 * size
-        else:
-            self.size = self._best_size
-            self._searching = False
+    (gradients,) = batched_vjp(label_log_probs, target, cotangents, chunk_size, reduce,
+                               max_chunk_size=max_chunk_size)
+    return gradients
 
 
 def largest_chunk(saved_bytes: int, target: torch.Tensor, labels: int,
@@ -157,25 +98,3 @@ def counting_saved_bytes() -> Iterator[SavedBytesCounter]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
         yield counter
-
-
-def _backward(output: torch.Tensor, target: torch.Tensor, cotangents: torch.Tensor,
-              retain_graph: bool) -> torch.Tensor:
-    """``(chunk, *target.shape)`` gradients of ``(cotangent_k * output).sum()``."""
-    if cotangents.shape[0] == 1:
-        # A plain backward: vmap over a single cotangent would only add its overhead.
-        (gradient,) = torch.autograd.grad(output, target, cotangents[0],
-                                          retain_graph=retain_graph, allow_unused=True)
-        gradients = None if gradient is None else gradient[None]
-    else:
-        (gradients,) = torch.autograd.grad(output, target, cotangents, retain_graph=retain_graph,
-                                           is_grads_batched=True, allow_unused=True)
-    if gradients is None:
-        return target.new_zeros((cotangents.shape[0], *target.shape))
-    return gradients
-
-
-def _wait_for(tensor: torch.Tensor) -> None:
-    """Let an accelerator finish ``tensor`` so that the chunk's time is its real cost."""
-    if tensor.device.type == "cuda":
-        torch.cuda.synchronize(tensor.device)

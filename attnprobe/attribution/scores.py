@@ -97,15 +97,12 @@ class GradientScores:
         label_lengths: ``(batch,)`` valid labels per item.
         frame_lengths: ``(batch,)`` valid frames per item.
         subsampling: input feature frames per score column.
-        chunk_size: labels per backward pass that produced the scores (the size the search
-            kept, when it searched).
     """
 
     scores: torch.Tensor
     label_lengths: torch.Tensor
     frame_lengths: torch.Tensor
     subsampling: int
-    chunk_size: int
 
     def item(self, index: int) -> torch.Tensor:
         """``(labels, frames)`` scores of item ``index``, cut to its valid lengths."""
@@ -159,7 +156,7 @@ def gradient_scores(
             :func:`~attnprobe.attribution.align.model_forward`.
         p: the norm over features (2: L2; ``math.inf``: max-abs; any ``p >= 1``).
         chunk_size: labels per backward pass; ``None`` searches for the fastest size that fits
-            ``memory_budget`` (:mod:`.batching`).
+            ``memory_budget`` (see :mod:`.batching`).
         memory_budget: bytes one backward pass may use; ``None``: no limit.
         require_alignable: raise before the backward when an item has more labels than frames.
 
@@ -172,10 +169,9 @@ def gradient_scores(
         check_alignable(result.label_lengths, result.frame_lengths)
     largest = largest_chunk(result.saved_bytes, result.target, result.label_log_probs.shape[1],
                             memory_budget)
-    scores, used = _score_matrix(result.label_log_probs, result.target, result.label_lengths,
-                                 result.frame_lengths, p, chunk_size, largest)
-    return GradientScores(scores, result.label_lengths, result.frame_lengths, forward.subsampling,
-                          used)
+    scores = _score_matrix(result.label_log_probs, result.target, result.label_lengths,
+                           result.frame_lengths, p, chunk_size, largest)
+    return GradientScores(scores, result.label_lengths, result.frame_lengths, forward.subsampling)
 
 
 def score_matrix(
@@ -205,20 +201,18 @@ def score_matrix(
     label_lengths = _lengths(label_lengths, label_log_probs, "label_lengths")
     frame_lengths = _frame_lengths(frame_lengths, target)
     return _score_matrix(label_log_probs, target, label_lengths, frame_lengths, p, chunk_size,
-                         max_chunk_size)[0]
+                         max_chunk_size)
 
 
 def _score_matrix(label_log_probs: torch.Tensor, target: torch.Tensor,
                   label_lengths: torch.Tensor, frame_lengths: torch.Tensor, p: float,
-                  chunk_size: int | None, max_chunk_size: int | None
-                  ) -> tuple[torch.Tensor, int]:
-    """:func:`score_matrix` on checked lengths; also returns the chunk size used."""
+                  chunk_size: int | None, max_chunk_size: int | None) -> torch.Tensor:
+    """:func:`score_matrix` on checked lengths."""
     check_finite_log_probs(label_log_probs, label_lengths)
     norms = label_gradients(label_log_probs, target, chunk_size=chunk_size,
                             max_chunk_size=max_chunk_size,
                             reduce=lambda gradient: frame_norms(gradient, p))
-    scores = finish_scores(norms.values.transpose(0, 1), label_lengths, frame_lengths)
-    return scores, norms.chunk_size
+    return finish_scores(norms.transpose(0, 1), label_lengths, frame_lengths)
 
 
 def score_matrix_loop(

@@ -53,22 +53,19 @@ class Attributions:
             frames.
         label_lengths / frame_lengths: ``(batch,)`` valid labels / frames.
         subsampling: input feature frames per frame of ``values``.
-        chunk_size: labels per backward pass used.
     """
 
     values: torch.Tensor
     label_lengths: torch.Tensor
     frame_lengths: torch.Tensor
     subsampling: int
-    chunk_size: int
 
     def scores(self, p: float = 2.0) -> GradientScores:
         """Lp norm over the features of every frame: a score matrix."""
         check_norm(p)
         norms = frame_norms(self.values.transpose(0, 1), p).transpose(0, 1)
         return GradientScores(finish_scores(norms, self.label_lengths, self.frame_lengths),
-                              self.label_lengths, self.frame_lengths, self.subsampling,
-                              self.chunk_size)
+                              self.label_lengths, self.frame_lengths, self.subsampling)
 
 
 @dataclass(frozen=True)
@@ -96,9 +93,9 @@ class SmoothGrad:
                      require_alignable: bool = False) -> Attributions:
         """Mean gradient over the noise draws, ``(batch, labels, frames, *features)``."""
         transforms = [self._noise(draw) for draw in range(self.samples)]
-        total, first, chunk = _summed_gradients(forward, transforms, chunk_size, memory_budget,
-                                                require_alignable)
-        return _attributions(total / self.samples, first, forward, chunk)
+        total, first = _summed_gradients(forward, transforms, chunk_size, memory_budget,
+                                         require_alignable)
+        return _attributions(total / self.samples, first, forward)
 
     def scores(self, forward: LabelForward, *, p: float = 2.0, chunk_size: int | None = None,
                memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
@@ -150,10 +147,10 @@ class IntegratedGradients:
         endpoints: list[torch.Tensor] = []
         transforms = [self._path_point((step + 0.5) / self.steps, endpoints)
                       for step in range(self.steps)]
-        total, first, chunk = _summed_gradients(forward, transforms, chunk_size, memory_budget,
-                                                require_alignable)
+        total, first = _summed_gradients(forward, transforms, chunk_size, memory_budget,
+                                         require_alignable)
         difference = endpoints[0] - endpoints[1]
-        return _attributions(total / self.steps * difference[None], first, forward, chunk)
+        return _attributions(total / self.steps * difference[None], first, forward)
 
     def scores(self, forward: LabelForward, *, p: float = 2.0, chunk_size: int | None = None,
                memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
@@ -189,14 +186,13 @@ def _summed_gradients(
     chunk_size: int | None,
     memory_budget: int | None,
     require_alignable: bool,
-) -> tuple[torch.Tensor, ForwardPass, int]:
+) -> tuple[torch.Tensor, ForwardPass]:
     """Sum over ``transforms`` of the label gradients ``(labels, batch, frames, *features)``.
 
     Holds one gradient per label and input value: ``labels x`` the scored input's size.
     """
     total: torch.Tensor | None = None
     first: ForwardPass | None = None
-    chunk = chunk_size
     for transform in transforms:
         result = forward(transform)
         if first is None:
@@ -206,16 +202,14 @@ def _summed_gradients(
         check_finite_log_probs(result.label_log_probs, result.label_lengths)
         largest = largest_chunk(result.saved_bytes, result.target,
                                 result.label_log_probs.shape[1], memory_budget)
-        gradients = label_gradients(result.label_log_probs, result.target, chunk_size=chunk,
-                                    max_chunk_size=largest)
-        # The first pass's search decides the chunk size for the others.
-        chunk = gradients.chunk_size
-        total = gradients.values if total is None else total + gradients.values
-    assert total is not None and first is not None and chunk is not None
-    return total, first, chunk
+        gradients = label_gradients(result.label_log_probs, result.target,
+                                    chunk_size=chunk_size, max_chunk_size=largest)
+        total = gradients if total is None else total + gradients
+    assert total is not None and first is not None
+    return total, first
 
 
-def _attributions(values: torch.Tensor, first: ForwardPass, forward: LabelForward, chunk: int
+def _attributions(values: torch.Tensor, first: ForwardPass, forward: LabelForward
                   ) -> Attributions:
     """``(labels, batch, ...)`` summed gradients -> :class:`Attributions` (batch first)."""
     labels = values.shape[0]
@@ -223,7 +217,7 @@ def _attributions(values: torch.Tensor, first: ForwardPass, forward: LabelForwar
     batch_first = values.transpose(0, 1)
     mask = label_valid.reshape(*label_valid.shape, *([1] * (batch_first.dim() - 2)))
     return Attributions(batch_first.masked_fill(~mask, 0.0), first.label_lengths,
-                        first.frame_lengths, forward.subsampling, chunk)
+                        first.frame_lengths, forward.subsampling)
 
 
 def _valid_frames(values: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
