@@ -15,8 +15,10 @@ from hypothesis import strategies as st
 
 from attnprobe.corpus.training_set import TrainingSplit
 from attnprobe.corpus.vocabulary import CHARACTER_LABELS, generate_sentences
+from attnprobe.models import ConformerAED, ConformerAEDConfig
 from benchmarks.reproduction import evaluate, sweep, table
 from benchmarks.reproduction.data import (
+    collate,
     epoch_batches,
     fixed_examples,
     join,
@@ -30,7 +32,12 @@ from benchmarks.reproduction.experiments import (
     names,
 )
 from benchmarks.reproduction.scoring import edit_distance
-from benchmarks.reproduction.train import learning_rate_factor, load_checkpoint, train
+from benchmarks.reproduction.train import (
+    learning_rate_factor,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
 
 TINY_MODEL = {"vocab_size": 30, "d_model": 32, "heads": 2, "ff_dim": 64, "blocks": 2,
               "conv_kernel": 5, "frontend_channels": (4, 8), "embed_dim": 16, "lstm_dim": 32,
@@ -93,6 +100,19 @@ def test_checkpoints_are_float16_and_reload(finished_run) -> None:
     model, step = load_checkpoint(finished_run / "checkpoints" / "step-000004.pt")
     assert step == 4 and not model.training
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
+
+
+def test_float16_checkpoints_keep_the_predictions(tmp_path, splits) -> None:
+    torch.manual_seed(0)
+    model = ConformerAED(ConformerAEDConfig.tiny(**TINY_MODEL)).eval()
+    save_checkpoint(model, 7, tmp_path / "step.pt")
+    reloaded, _ = load_checkpoint(tmp_path / "step.pt")
+    batch = collate(fixed_examples(splits[1], 4))
+    with torch.no_grad():
+        original, restored = (
+            candidate.label_log_probs(batch.inputs, batch.input_lengths, batch.labels,
+                                      batch.label_lengths) for candidate in (model, reloaded))
+    assert torch.allclose(original, restored, atol=2e-2)
 
 
 def test_the_same_seed_gives_the_same_run(tmp_path, splits) -> None:

@@ -45,7 +45,7 @@ from .scoring import character_error_rate
 from .train import SUMMARY_NAME, load_checkpoint
 
 EVALUATION_NAME = "evaluation.json"
-REPORT_EXAMPLES = 4
+REPORT_EXAMPLES = 2
 REPORT_PROJECTIONS = 2
 ALIGNMENT_EXAMPLES = 50
 ALIGNMENT_BATCH = 10
