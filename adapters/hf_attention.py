@@ -183,19 +183,34 @@ def attnprobe_attention(module: nn.Module, query: torch.Tensor, key: torch.Tenso
                         scaling: float | None = None, dropout: float = 0.0, **kwargs: Any
                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The ``"attnprobe"`` attention function: the original implementation's output and weights,
-    plus probabilities ``(batch, heads, query_frames, key_frames)`` for the attached emitters."""
+    plus probabilities ``(batch, heads, query_frames, key_frames)`` for the attached emitters.
+
+    Where probabilities are wanted from an sdpa model in eval mode, the output is computed from
+    them (``P @ V``, equal to the kernel's within float rounding) instead of running the kernel as
+    well: the scores would otherwise be computed twice.
+    """
     original = original_implementation(module.config)
-    output, weights = original_function(type(module), original)(
-        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     emitters = _emitters.get(module, ())
-    if not emitters:
-        return output, weights
     shape = (query.shape[0], query.shape[1], query.shape[2], key.shape[2])
     wanting = [emitter for emitter in emitters if emitter.reserve(shape, query.dtype)]
+    dropping = module.training and dropout > 0
+    # In training mode the kernel still runs: downstream statistics (BatchNorm running averages)
+    # must stay bit-identical to an untraced step.
+    if wanting and original != "eager" and not module.training:
+        probabilities = attention_probabilities(
+            module, query, key, attention_mask, scaling, original, kwargs.get("position_bias"),
+            kwargs.get("is_causal"))
+        if value.shape[1] != query.shape[1]:
+            value = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
+        output = torch.matmul(probabilities, value).transpose(1, 2).contiguous()
+        for emitter in wanting:
+            emitter.emit(probabilities)
+        return output, None
+    output, weights = original_function(type(module), original)(
+        module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     if wanting:
         exact_weights = (original == "eager" and weights is not None
-                         and tuple(weights.shape) == shape
-                         and not (module.training and dropout > 0))
+                         and tuple(weights.shape) == shape and not dropping)
         probabilities = weights if exact_weights else attention_probabilities(
             module, query, key, attention_mask, scaling, original, kwargs.get("position_bias"),
             kwargs.get("is_causal"))
