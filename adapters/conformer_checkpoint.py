@@ -12,7 +12,11 @@ Format (``format = "attnprobe-conformer-aed/1"``), a dict of plain values and te
      "feature_std": [80 floats] or None,     #   None: each utterance normalised by itself
      "description": "baseline-seed1, 1200 steps"}
 
-A checkpoint folder holds ``model.pt`` in this format (or exactly one ``*.pt`` file).
+A checkpoint folder holds ``model.pt`` in this format (or exactly one ``*.pt`` file). The training
+checkpoints of ``benchmarks/reproduction/train.py`` are read too: ``{"step", "model_config",
+"state_dict"}`` with float16 tensors and character labels, no feature statistics (each utterance
+is then normalised by itself); a folder of them (``step-000100.pt``, ...) or a run folder holding
+``checkpoints/`` gives its last step.
 
 Usage::
 
@@ -24,6 +28,7 @@ Usage::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +39,8 @@ from attnprobe.errors import AttnprobeError
 
 CHECKPOINT_FORMAT = "attnprobe-conformer-aed/1"
 CHECKPOINT_FILE = "model.pt"
+TRAINING_STEP = re.compile(r"step-\d+\.pt")
+"""Names of the reproduction's training checkpoints; zero-padded, so they sort by step."""
 
 
 class CheckpointError(AttnprobeError, ValueError):
@@ -127,9 +134,12 @@ def checkpoint_file(path: str | Path) -> Path:
         raise CheckpointError(f"{path} does not exist; pass a checkpoint file or its folder")
     if (path / CHECKPOINT_FILE).is_file():
         return path / CHECKPOINT_FILE
+    if (path / "checkpoints").is_dir():
+        return checkpoint_file(path / "checkpoints")
     candidates = sorted(path.glob("*.pt"))
-    if len(candidates) == 1:
-        return candidates[0]
+    steps = [candidate for candidate in candidates if TRAINING_STEP.fullmatch(candidate.name)]
+    if len(candidates) == 1 or (candidates and steps == candidates):
+        return candidates[-1]
     if not candidates:
         raise CheckpointError(f"{path} holds no weights: an attnprobe checkpoint folder needs "
                               f"{CHECKPOINT_FILE} (written by save_conformer_checkpoint)")
@@ -157,6 +167,8 @@ def read_conformer_checkpoint(path: str | Path) -> ConformerCheckpoint:
         raise CheckpointError(f"{file} holds bare weights (a state dict) without a model config; "
                               f"for torchaudio wav2vec2 / HuBERT weights pass "
                               f"torchaudio:<builder>:{file} (e.g. torchaudio:wav2vec2_base:{file})")
+    if isinstance(document, dict) and {"model_config", "state_dict"} <= set(document):
+        return _training_checkpoint(file, document)
     if not isinstance(document, dict) or document.get("format") != CHECKPOINT_FORMAT:
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         raise CheckpointError(f"{file} is not an attnprobe Conformer checkpoint (format "
@@ -169,3 +181,15 @@ def read_conformer_checkpoint(path: str | Path) -> ConformerCheckpoint:
     return ConformerCheckpoint(file, dict(document["config"]), dict(document["state_dict"]),
                                tuple(document["labels"]), document.get("feature_mean"),
                                document.get("feature_std"), str(document.get("description", "")))
+
+
+def _training_checkpoint(file: Path, document: dict) -> ConformerCheckpoint:
+    """A checkpoint of the reproduction's training loop, widened to float32."""
+    from attnprobe.corpus.vocabulary import CHARACTER_LABELS
+
+    state = {name: tensor.float() if tensor.is_floating_point() else tensor
+             for name, tensor in document["state_dict"].items()}
+    run = file.parent.parent.name if file.parent.name == "checkpoints" else file.parent.name
+    description = f"{run} step {document['step']}" if "step" in document else file.stem
+    return ConformerCheckpoint(file, dict(document["model_config"]), state,
+                               tuple(CHARACTER_LABELS.symbols), None, None, description)

@@ -338,9 +338,12 @@ def conformer_model(model: nn.Module, labels: tuple[str, ...], feature_mean: tor
         return "".join(labels[index - FIRST_REAL_LABEL] for index in decoded
                        if index >= FIRST_REAL_LABEL)
 
+    notes = [] if feature_mean is not None or not trained else [
+        "the checkpoint holds no feature statistics: each utterance's log-mel features are "
+        "normalised by their own mean and variance"]
     return LoadedModel(model.eval(), find_adapter(model), name, SAMPLE_RATE, extract,
                        tokenizer=tokenizer, transcriber=transcribe, alignment_heads=[(0, 0)],
-                       trained=trained)
+                       trained=trained, notes=notes)
 
 
 def _torchaudio(spec: str) -> LoadedModel:

@@ -96,8 +96,14 @@ def test_report_over_the_memory_limit_is_skipped_with_the_reason(
     assert "reversal report skipped" in run.out and "--memory-limit" in run.out
     page = (out / "report.html").read_text()
     assert page.index("No verdict") < page.index("<img")
-    assert (out / "gradient_alignment.png").is_file()
-    assert not (out / "block_scores.png").exists()
+    # Without the frame mapping there is no verdict, but the one-pass probes still show.
+    assert not (out / "frame_mapping.png").exists()
+    for name in ("cross_attention", "block_scores", "branch_dominance", "gradient_alignment"):
+        assert (out / f"{name}.png").is_file()
+    document = json.loads((out / "report.json").read_text())
+    assert document["verdict"] == "no verdict" and document["report"] is None
+    assert document["evidence"]["cross_attention"]["verdict"] in ("monotone", "reversed",
+                                                                  "not monotone")
 
 
 @settings(max_examples=8, deadline=None,
@@ -267,6 +273,25 @@ def test_demo_uses_shipped_checkpoints(tmp_path: Path, capsys: pytest.CaptureFix
     assert run.code == 0, run.err
     assert "tiny test model: " in run.out and "untrained" not in run.out.split("=" * 78)[-1]
     assert "skipped" in run.out and "notes.pt" in run.out
+
+
+def test_training_run_folder_loads_its_last_checkpoint(
+        workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+    from attnprobe.adapters.conformer_checkpoint import read_conformer_checkpoint
+
+    ours = read_conformer_checkpoint(workspace / "tiny")
+    run = tmp_path / "baseline-seed3"
+    (run / "checkpoints").mkdir(parents=True)
+    half = {name: tensor.half() for name, tensor in ours.state_dict.items()}
+    for step in (2, 4):
+        # The reproduction's training loop writes float16 tensors and no feature statistics.
+        torch.save({"step": step, "model_config": ours.config, "state_dict": half},
+                   run / "checkpoints" / f"step-{step:06d}.pt")
+    result = run_cli(capsys, "align", "--model", run, "--audio", workspace / "clip.wav",
+                     "--format", "json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["model"] == "baseline-seed3 step 4"
 
 
 def test_python_dash_m_runs_the_command_line() -> None:

@@ -9,14 +9,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from attnprobe.adapters.loading import LoadedModel
 from attnprobe.adapters.text import Transcript
 from attnprobe.alignment import Alignment, TimestampErrors, timestamp_errors
 from attnprobe.errors import InputError
-from attnprobe.probes import MINIMUM_POSITIONS, ReversalReport, reversal_report
+from attnprobe.probes import (
+    MINIMUM_POSITIONS,
+    BranchDominance,
+    CrossAttentionMonotonicity,
+    ReversalReport,
+    SelfAttentionDiagonality,
+    StreamingResults,
+    reversal_report,
+    streaming_probes,
+)
 from attnprobe.trace import trace
 
 from .audio import Audio, read_audio
@@ -34,12 +42,15 @@ class ReportOptions:
         chunk_size: vector-Jacobian products per backward pass.
         memory_limit_bytes: refuse a reversal report whose frame mapping would need more.
         align: also compute a gradient alignment (needs a transcript).
+        evidence_without_verdict: when the report is refused, still run the cheap attention and
+            dominance probes (one forward pass) for their evidence.
     """
 
     projections: int | None = 4
     chunk_size: int = 256
     memory_limit_bytes: int = 4 * GIB
     align: bool = True
+    evidence_without_verdict: bool = True
 
 
 @dataclass
@@ -54,6 +65,7 @@ class UtteranceResult:
         transcript_source: ``"given"`` or ``"the model's own transcription"``.
         report: the reversal report, or ``None`` (see ``report_skipped``).
         report_skipped: why there is no report.
+        evidence: without a report, the attention and dominance probes alone (or ``None``).
         alignment: the gradient alignment, or ``None``.
         errors: time-stamp errors against ``item.reference``, or ``None``.
         notes: what else the reader should know.
@@ -67,6 +79,7 @@ class UtteranceResult:
     transcript_source: str
     report: ReversalReport | None = None
     report_skipped: str | None = None
+    evidence: StreamingResults | None = None
     alignment: Alignment | None = None
     errors: TimestampErrors | None = None
     notes: list[str] = field(default_factory=list)
@@ -75,6 +88,29 @@ class UtteranceResult:
     @property
     def verdict(self) -> str:
         return self.report.verdict if self.report is not None else "no verdict"
+
+    @property
+    def cross_attention(self) -> CrossAttentionMonotonicity | None:
+        source = self.report or self.evidence
+        return None if source is None else source.cross_attention
+
+    @property
+    def diagonality(self) -> SelfAttentionDiagonality | None:
+        source = self.report or self.evidence
+        return None if source is None else source.diagonality
+
+    @property
+    def dominance(self) -> BranchDominance | None:
+        source = self.report or self.evidence
+        return None if source is None else source.dominance
+
+    def evidence_lines(self) -> list[str]:
+        """One line per probe: the report's own notes, or the headline of each probe that ran
+        without a verdict."""
+        if self.report is not None:
+            return list(self.report.notes)
+        return [result.summary().splitlines()[0] for result in
+                (self.cross_attention, self.diagonality, self.dominance) if result is not None]
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values: the report's numbers, the alignment, the errors."""
@@ -91,6 +127,11 @@ class UtteranceResult:
             "reversed_at": None if self.report is None else self.report.reversed_at,
             "report": None if self.report is None else self.report.to_dict(),
             "report_skipped": self.report_skipped,
+            "evidence": None if self.evidence is None else {
+                name: None if result is None else result.to_dict() for name, result in
+                (("cross_attention", self.evidence.cross_attention),
+                 ("diagonality", self.evidence.diagonality),
+                 ("dominance", self.evidence.dominance))},
             "alignment": None if self.alignment is None else self.alignment.to_dict(),
             "reference_words": None if self.item.reference is None else
             [{"word": word, "start_s": start, "end_s": end}
@@ -110,7 +151,7 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
         InputError / AttnprobeError: unreadable audio, unusable text, a model that cannot run.
     """
     audio = (audio or read_audio(item.audio)).at_rate(loaded.sample_rate)
-    result = UtteranceResult(item, loaded, audio, None, "given")
+    result = UtteranceResult(item, loaded, audio, None, "given", notes=list(loaded.notes))
     if item.text is not None:
         result.transcript = loaded.transcript(item.text)
     elif loaded.transcriber is not None and loaded.adapter.has_decoder:
@@ -137,6 +178,10 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
             f"{options.memory_limit_bytes / GIB:.1f} GiB) to probe {frames} encoder frames one "
             f"by one ({frames * encoder_frame_seconds(loaded):.0f} s of input, padding "
             f"included); lower --projections / --chunk-size or raise --memory-limit")
+        if options.evidence_without_verdict:
+            started = time.perf_counter()
+            result.evidence = streaming_probes(loaded.model, batch, adapter=loaded.adapter)
+            result.seconds["attention and dominance probes"] = time.perf_counter() - started
     else:
         started = time.perf_counter()
         result.report = reversal_report(loaded.model, batch, projections=options.projections,
@@ -259,6 +304,9 @@ def describe(result: UtteranceResult) -> str:
         lines += ["", result.report.summary()]
     else:
         lines.append(f"  reversal report skipped: {result.report_skipped}")
+        lines += ["", *(probe.summary() for probe in
+                        (result.cross_attention, result.diagonality, result.dominance)
+                        if probe is not None)]
     if result.alignment is not None:
         header, rows = word_table(result)
         lines += ["", "gradient alignment (word times in seconds):", format_table(header, rows)]
@@ -269,7 +317,3 @@ def describe(result: UtteranceResult) -> str:
     if timing:
         lines.append(f"  time: {timing}")
     return "\n".join(lines)
-
-
-def mean_or_none(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None

@@ -113,7 +113,8 @@ def run_demo(arguments: argparse.Namespace) -> int:
     # One random direction per frame: the verdict needs only each row's argmax, and the demo
     # should finish in about a minute (`attnprobe report` defaults to 4).
     options = ReportOptions(projections=1, chunk_size=64,
-                            memory_limit_bytes=int(arguments.memory_limit * 2**30))
+                            memory_limit_bytes=int(arguments.memory_limit * 2**30),
+                            evidence_without_verdict=arguments.evidence)
     for model in models:
         result = analyse(model, item, options, audio)
         print("\n" + "=" * 78 + "\n" + describe(result))

@@ -40,26 +40,27 @@ def figures_of(result: UtteranceResult) -> list[NamedFigure]:
     """Every figure the result has data for, in the report's order."""
     figures = []
     report = result.report
-    if report is not None and report.cross_attention is not None \
-            and report.cross_attention.example is not None:
+    cross = result.cross_attention
+    if cross is not None and cross.example is not None:
         figures.append(NamedFigure(
             "cross_attention", "Cross-attention map",
             "Where the decoder looks (last decoder layer, heads averaged) while predicting each "
             "label. A model that keeps time order draws a rising diagonal; a reversed encoder "
             "makes it fall.", _cross_attention(result)))
-    if report is not None:
+    if report is not None or result.diagonality is not None:
         figures.append(NamedFigure(
             "block_scores", "Per-block reversal scores",
             "Rank correlation per encoder block between output time and the input time it "
             "depends on (frame mapping, the verdict), the monotonicity of the gradient maps and "
             "the self-attention diagonality: +1 keeps time order, -1 is reversed.",
             _block_scores(result)))
+    if report is not None:
         figures.append(NamedFigure(
             "frame_mapping", "Frame mapping",
             "Which encoder-input time each output time of a block depends on (Jacobian norms, "
             "each row scaled to its maximum): the diagonal means time order kept, the "
             "anti-diagonal means reversed.", _frame_mapping(result)))
-    if report is not None and report.dominance is not None:
+    if result.dominance is not None:
         figures.append(NamedFigure(
             "branch_dominance", "Branch dominance",
             "Norm of each branch output relative to the residual stream it is added to, and how "
@@ -98,8 +99,8 @@ def _height_for_labels(count: int) -> float:
 
 
 def _cross_attention(result: UtteranceResult) -> Any:
-    assert result.report is not None and result.report.cross_attention is not None
-    cross = result.report.cross_attention
+    cross = result.cross_attention
+    assert cross is not None
     example = np.asarray(cross.example)[:, : valid_encoder_frames(result)]
     seconds = encoder_frame_seconds(result.model)
     labels = example.shape[0]
@@ -108,8 +109,10 @@ def _cross_attention(result: UtteranceResult) -> Any:
                         cmap="magma", extent=(0.0, example.shape[1] * seconds, labels - 0.5, -0.5))
     figure.colorbar(image, ax=axes, label="attention weight")
     _label_axis(axes, result, labels)
+    layer_score = float(np.nanmean(cross.scores[-1]))
     axes.set(xlabel="time (s)", ylabel="label (first at the top)",
-             title=f"{cross.sites[-1]}: {cross.verdict} (mean Spearman {cross.overall:+.2f})")
+             title=f"{cross.sites[-1]}, heads averaged (their mean Spearman {layer_score:+.2f})\n"
+                   f"all decoder layers and heads: {cross.verdict} ({cross.overall:+.2f})")
     return figure
 
 
@@ -125,25 +128,29 @@ def _score_axes(axes: Any, threshold: float) -> None:
 
 def _block_scores(result: UtteranceResult) -> Any:
     report = result.report
-    assert report is not None
-    mapping = report.frame_mapping
     figure, (axes,) = _figure(7.5, 3.8)
-    _score_axes(axes, mapping.threshold)
-    axes.plot(mapping.layers, mapping.scores, marker="o", color="black", linewidth=2,
-              label="frame mapping (verdict)")
-    if report.gradient_maps is not None:
+    if report is not None:
+        mapping = report.frame_mapping
+        _score_axes(axes, mapping.threshold)
+        axes.plot(mapping.layers, mapping.scores, marker="o", color="black", linewidth=2,
+                  label="frame mapping (verdict)")
+    if report is not None and report.gradient_maps is not None:
         maps = report.gradient_maps
         layers = [int(site.rsplit(".", 1)[-1]) for site in maps.sites[1:]]
         axes.plot(layers, maps.scores[1:], marker="s", color="tab:blue",
                   label="gradient-map monotonicity")
-    if report.diagonality is not None:
-        axes.plot(report.diagonality.layers, report.diagonality.layer_scores, marker="^",
+    diagonality = result.diagonality
+    if diagonality is not None:
+        if report is None:
+            _score_axes(axes, diagonality.threshold)
+        axes.plot(diagonality.layers, diagonality.layer_scores, marker="^",
                   color="tab:orange", label="self-attention diagonality")
-    if report.reversed_at is not None:
+    if report is not None and report.reversed_at is not None:
         axes.axvline(report.reversed_at, color="tab:red", linestyle="--",
                      label=f"reversed from block {report.reversed_at}")
-    axes.set(xlabel="encoder block", ylabel="score (+1 order kept, -1 reversed)",
-             title=f"Verdict: {report.verdict}")
+    title = f"Verdict: {report.verdict}" if report is not None else \
+        "No verdict (frame mapping not run): self-attention only"
+    axes.set(xlabel="encoder block", ylabel="score (+1 order kept, -1 reversed)", title=title)
     axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
     return figure
 
@@ -175,10 +182,11 @@ def _frame_mapping(result: UtteranceResult) -> Any:
 
 
 def _dominance(result: UtteranceResult) -> Any:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-    assert result.report is not None and result.report.dominance is not None
-    dominance = result.report.dominance
+    dominance = result.dominance
+    assert dominance is not None
+    reversed_at = None if result.report is None else result.report.reversed_at
     figure, (ratio_axes, survival_axes) = _figure(9.0, 3.6, columns=2)
     for column, branch in enumerate(dominance.branches):
         ratios = dominance.ratio[:, column]
@@ -187,6 +195,9 @@ def _dominance(result: UtteranceResult) -> Any:
                             color=BRANCH_COLOURS.get(branch))
     ratio_axes.axhline(1.0, color="grey", linestyle=":", linewidth=1)
     ratio_axes.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    ratio_axes.yaxis.set_major_formatter(plain)
+    ratio_axes.yaxis.set_minor_formatter(plain)
     ratio_axes.set(xlabel="encoder block", ylabel="branch norm / residual norm",
                    title="Branch output against the residual stream")
     ratio_axes.legend(fontsize="small")
@@ -197,8 +208,8 @@ def _dominance(result: UtteranceResult) -> Any:
                       title="What survives each block")
     for axes in (ratio_axes, survival_axes):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if result.report.reversed_at is not None:
-            axes.axvline(result.report.reversed_at, color="tab:red", linestyle="--")
+        if reversed_at is not None:
+            axes.axvline(reversed_at, color="tab:red", linestyle="--")
     return figure
 
 

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--checkpoints", metavar="DIR",
                       help="folder of Conformer checkpoints (default: ./checkpoints and the one "
                            "next to the source tree)")
+    demo.add_argument("--evidence", action="store_true",
+                      help="where a model's reversal report does not fit the memory limit "
+                           "(Whisper), still run its attention and dominance probes (slower)")
     _probe_limits(demo, projections=False)
 
     report = commands.add_parser(

@@ -43,7 +43,7 @@ def section_of(result: UtteranceResult, figures: list[PageFigure]) -> Section:
     if not result.model.trained:
         notes.insert(0, "This model is an untrained stand-in: its verdict and word times show "
                         "what the report looks like, not a finding.")
-    evidence = [] if result.report is None else list(result.report.notes)
+    evidence = result.evidence_lines()
     tables = []
     if result.alignment is not None:
         header, rows = word_table(result)
@@ -52,8 +52,16 @@ def section_of(result: UtteranceResult, figures: list[PageFigure]) -> Section:
     if timing:
         lines.append(f"Time taken: {timing}.")
     return Section(f"{result.model.name} on {result.item.id}", verdict, kind, lines, evidence,
-                   notes, figures, tables,
-                   "" if result.report is None else result.report.summary())
+                   notes, figures, tables, details_of(result))
+
+
+def details_of(result: UtteranceResult) -> str:
+    """The full text summaries of every probe that ran."""
+    if result.report is not None:
+        return result.report.summary()
+    return "\n\n".join(probe.summary() for probe in
+                       (result.cross_attention, result.diagonality, result.dominance)
+                       if probe is not None)
 
 
 def queue_result(result: UtteranceResult, pending: PendingFiles | None, prefix: str = ""
