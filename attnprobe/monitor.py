@@ -169,7 +169,7 @@ class FlipMonitor:
         """Probe now, whatever the step; log it and report a first flip."""
         started = time.perf_counter()
         mapping = frame_mapping(self.model, self.probe_batch, projections=self.projections,
-                                threshold=self.threshold, adapter=self.adapter)
+                                threshold=self.threshold, max_frames=48, adapter=self.adapter)
         streamed = streaming_probes(self.model, self.probe_batch, threshold=self.threshold,
                                     adapter=self.adapter)
         dominance = streamed.dominance

@@ -89,7 +89,7 @@ def test_training_mode_and_hooks_are_restored() -> None:
     assert all_hooks(model) == hooks
     model.eval()
     evaluated = frame_mapping(model, speech_batch([5]), projections=1)
-    assert np.array_equal(trained.maps[0], evaluated.maps[0])
+    assert np.allclose(trained.maps[0], evaluated.maps[0], rtol=1e-5, atol=1e-6)
 
 
 def test_inference_mode_short_sequences_and_unknown_blocks_fail_with_the_fix() -> None:
@@ -107,3 +107,34 @@ def test_summary_and_json() -> None:
     assert "reversed at block 1" in mapping.summary()
     values = mapping.to_dict()
     assert values["reversed_at"] == 1 and values["scores"] == pytest.approx([1.0, -1.0, -1.0])
+
+
+def test_probing_some_frames_keeps_the_verdict_and_the_padding_invariance() -> None:
+    from attnprobe.testing import plant_reversal
+
+    model = _max_frames_model()
+    features = torch.randn(2, 240, 16, generator=torch.Generator().manual_seed(3))
+    lengths = torch.tensor([240, 180])
+    with plant_reversal(model, after_block=1):
+        every = frame_mapping(model, (features, lengths))
+        some = frame_mapping(model, (features, lengths), max_frames=8)
+        alone = frame_mapping(model, (features[1:, :180], lengths[1:]), max_frames=8)
+    assert every.reversed_at == some.reversed_at == 1
+    assert [m.shape[1] for m in some.maps] == [8, 8]
+    assert some.output_frames is not None
+    assert some.output_frames[0][0] == 0 and some.output_frames[0][-1] == 39
+    assert np.allclose(some.maps[1], alone.maps[0], atol=1e-5)
+    rows = some.output_frames[0]
+    assert np.allclose(some.maps[0], every.maps[0][:, rows], atol=1e-5)
+    with pytest.raises(ValueError, match="max_frames=None"):
+        some.recovered_permutation(1)
+
+
+def _max_frames_model() -> torch.nn.Module:
+    from attnprobe.models import ConformerAED, ConformerAEDConfig
+
+    torch.manual_seed(0)
+    config = ConformerAEDConfig.tiny(vocab_size=12, blocks=3, d_model=16, heads=2, ff_dim=32,
+                                     lstm_dim=16, attention_dim=16, readout_dim=16, embed_dim=8,
+                                     frontend_channels=(2, 4), n_mels=16)
+    return ConformerAED(config).eval()

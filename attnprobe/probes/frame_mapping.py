@@ -32,6 +32,7 @@ from attnprobe.trace import trace
 from attnprobe.vjp import batched_vjp, require_grad_mode
 
 from .result import (
+    MINIMUM_POSITIONS,
     REVERSAL_THRESHOLD,
     ProbeResult,
     as_speech_batch,
@@ -63,6 +64,9 @@ class FrameMapping(ProbeResult):
     per_sequence: np.ndarray
     projections: int | None
     threshold: float = REVERSAL_THRESHOLD
+    output_frames: list[np.ndarray] | None = None
+    """Per sequence, the output frame of each map row when only some were probed (``max_frames``);
+    ``None``: every valid output frame, in order."""
 
     derived: ClassVar[tuple[str, ...]] = ("scores", "reversed_at", "verdict")
 
@@ -84,6 +88,9 @@ class FrameMapping(ProbeResult):
     def recovered_permutation(self, layer: int, sequence: int = 0) -> np.ndarray:
         """``(frames,)``: for each output frame of block ``layer``, the input frame it depends on
         most. For an encoder that permutes frames this is the permutation."""
+        if self.output_frames is not None:
+            raise ValueError("only some output frames were probed; recover permutations from "
+                             "frame_mapping(..., max_frames=None), which probes every frame")
         return self.maps[sequence][self.layers.index(layer)].argmax(axis=-1)
 
     def summary(self) -> str:
@@ -98,7 +105,8 @@ class FrameMapping(ProbeResult):
 def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
                   layers: list[int] | None = None, projections: int | None = 4,
                   chunk_size: int | None = None, seed: int = 0,
-                  threshold: float = REVERSAL_THRESHOLD, adapter: Any = None) -> FrameMapping:
+                  threshold: float = REVERSAL_THRESHOLD, max_frames: int | None = None,
+                  adapter: Any = None) -> FrameMapping:
     """Dependency maps of encoder block outputs on the encoder input.
 
     The model runs in eval mode (dropout off), without labels, once per block: each run's graph
@@ -113,6 +121,9 @@ def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
             fastest up to 256 (see :func:`attnprobe.vjp.batched_vjp`).
         seed: seed of the random directions.
         threshold: reversal threshold of the scores.
+        max_frames: probe at most this many output frames per sequence, evenly spaced over its
+            valid frames (first and last included); each probed frame costs ``projections``
+            backward passes, so this bounds the cost on long inputs. ``None``: every frame.
         adapter: an adapter to use instead of the automatic choice.
 
     Raises:
@@ -142,29 +153,43 @@ def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
             record = traced[f"encoder.{layer}"]
             output_lengths = record.lengths
             require_positions(output_lengths, "encoder frames", "use longer inputs")
-            per_block.append(_dependency_maps(record.output, encoder_input, output_lengths,
+            probes = probed_frames(output_lengths, max_frames)
+            per_block.append(_dependency_maps(record.output, encoder_input, output_lengths, probes,
                                               projections, chunk_size, seed))
+    rows = output_lengths if probes is None else torch.tensor([len(p) for p in probes])
     maps = [torch.stack([block_maps[index, :frames, :inputs] for block_maps in per_block])
             .cpu().numpy()
-            for index, (frames, inputs) in enumerate(zip(output_lengths.tolist(),
-                                                          input_lengths.tolist()))]
+            for index, (frames, inputs) in enumerate(zip(rows.tolist(), input_lengths.tolist()))]
     per_sequence = np.array([[rank_correlation_with_position(block.argmax(-1)) for block in item]
                              for item in maps])
     return FrameMapping([int(layer) for layer in chosen], maps, per_sequence, projections,
-                        threshold)
+                        threshold, None if probes is None else [p.numpy() for p in probes])
+
+
+def probed_frames(lengths: torch.Tensor, max_frames: int | None) -> list[torch.Tensor] | None:
+    """Per sequence, the output frames to probe: ``None`` for all of them; else at most
+    ``max_frames`` evenly spaced over the valid frames, which depend on that sequence alone."""
+    if max_frames is None or int(lengths.max()) <= max_frames:
+        return None
+    if max_frames < MINIMUM_POSITIONS:
+        raise InputError(f"max_frames must be at least {MINIMUM_POSITIONS}, got {max_frames}")
+    return [torch.linspace(0, length - 1, min(max_frames, length)).round().long()
+            for length in lengths.tolist()]
 
 
 def _dependency_maps(output: torch.Tensor, encoder_input: torch.Tensor, lengths: torch.Tensor,
-                     projections: int | None, chunk_size: int | None, seed: int) -> torch.Tensor:
-    """``(batch, frames, input_frames)`` Jacobian-norm maps of one block output.
+                     probes: list[torch.Tensor] | None, projections: int | None,
+                     chunk_size: int | None, seed: int) -> torch.Tensor:
+    """``(batch, rows, input_frames)`` Jacobian-norm maps of one block output: row ``i`` is output
+    frame ``i``, or ``probes[b][i]`` for sequence ``b`` when only some frames are probed.
 
     Args:
         output: ``(batch, frames, width)`` block output, attached to the graph of ``encoder_input``.
         encoder_input: ``(batch, input_frames, input_width)``.
-        lengths: ``(batch,)``; only output frames below the longest length are probed.
+        lengths: ``(batch,)`` valid output frames.
+        probes: see :func:`probed_frames` (``None``: every frame below the longest length).
     """
     batch, frames, width = output.shape
-    probed = int(lengths.max())
     if projections is None:
         directions = torch.eye(width)
     else:
@@ -173,9 +198,17 @@ def _dependency_maps(output: torch.Tensor, encoder_input: torch.Tensor, lengths:
     count = directions.shape[0]
     # Cotangent (direction k, frame t): v_k at output frame t of every sequence at once; sequences
     # do not interact, so each one's gradient is its own vector-Jacobian product.
+    if probes is None:
+        probed = int(lengths.max())
+        rows = torch.arange(probed).repeat(batch, 1)
+    else:
+        probed = max(len(p) for p in probes)
+        # Rows past a sequence's own probe count repeat its last frame; they are cut afterwards.
+        rows = torch.stack([torch.cat([p, p[-1:].expand(probed - len(p))]) for p in probes])
     cotangents = output.new_zeros(count, probed, batch, frames, width)
-    frame = torch.arange(probed, device=output.device)
-    cotangents[:, frame, :, frame, :] = directions[None, :, None, :]
+    row = torch.arange(probed)[:, None].expand(probed, batch)
+    sequence = torch.arange(batch)[None, :].expand(probed, batch)
+    cotangents[:, row, sequence, rows.t().to(output.device), :] = directions[:, None, None, :]
     squared, = batched_vjp(output, encoder_input, cotangents.flatten(0, 1), chunk_size,
                            max_chunk_size=256,
                            reduce=lambda gradient: gradient.pow(2).sum(-1))

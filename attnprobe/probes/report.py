@@ -87,7 +87,8 @@ class ReversalReport(ProbeResult):
 def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
                     projections: int | None = 4, chunk_size: int | None = None,
                     threshold: float = REVERSAL_THRESHOLD, max_offset: int = DEFAULT_MAX_OFFSET,
-                    seed: int = 0, adapter: Any = None) -> ReversalReport:
+                    seed: int = 0, max_frames: int | None = 48,
+                    adapter: Any = None) -> ReversalReport:
     """Run every reversal probe that applies to ``model`` and combine them into one verdict.
 
     The model runs in eval mode (each submodule's training flag is restored afterwards): one
@@ -106,6 +107,8 @@ def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
             (:data:`attnprobe.probes.result.REVERSAL_THRESHOLD`).
         max_offset: range of the self-attention offset histogram.
         seed: seed of the frame mapping's random directions.
+        max_frames: output frames per sequence the frame mapping probes (evenly spaced; each costs
+            ``projections`` backward passes); ``None`` probes every frame.
         adapter: an adapter to use instead of the automatic choice.
 
     Raises:
@@ -120,6 +123,7 @@ def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
     streamed = streaming_probes(model, batch, threshold=threshold, max_offset=max_offset,
                                 adapter=adapter)
     mapping = frame_mapping(model, batch, projections=projections, chunk_size=chunk_size,
+                            max_frames=max_frames,
                             seed=seed, threshold=threshold, adapter=adapter)
     maps = None
     if adapter.has_decoder and batch.labels is not None:
