@@ -12,15 +12,14 @@ forward measured in the same run:
 - attention: ``attnprobe.trace(model, kinds=("self_attn", "cross_attn"), capture={"attention"})``;
 - the same two captures through nnsight, when it is installed (attention needs eager there).
 
-Time: median over interleaved rounds. Memory: peak resident set size of a fresh process that builds
-the model and runs one forward of that variant (so each number includes the model's weights).
+Time: median over interleaved rounds. Memory: in a fresh process per variant, the growth of the
+resident set from just before one forward pass to its peak during it (captures kept), Linux only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -176,10 +175,22 @@ def peak_memory(name: str, variant: str) -> float:
 
 def memory_child(name: str, variant: str) -> None:
     runner = make_runner(name, variant)
+    before = _status_kib("VmRSS")
+    # Writing 5 to clear_refs resets the peak-RSS mark (Linux), so the peak below is the forward's
+    # own, not that of imports or model construction.
+    Path("/proc/self/clear_refs").write_text("5")
     with torch.no_grad():
-        runner()
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": peak_kib / 1024}))
+        kept = runner()
+    peak = _status_kib("VmHWM")
+    del kept
+    print(json.dumps({"peak_mib": (peak - before) / 1024}))
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
 
 
 def nnsight_available() -> bool:
