@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from attnprobe.batch import SpeechBatch
-from attnprobe.errors import AttnprobeError
+from attnprobe.errors import AttnprobeError, InputError
 
 from . import find_adapter
 from .base import Adapter
@@ -77,6 +77,7 @@ class LoadedModel:
         first_label_row: decoder position whose query predicts the first label.
         max_seconds: longest audio the model reads in one piece, or ``None``.
         trained: ``False`` for randomly initialised stand-ins.
+        notes: what a report on this model should mention (e.g. a missing normalisation).
     """
 
     model: nn.Module
@@ -107,8 +108,6 @@ class LoadedModel:
         """The model input of one utterance (see ``extract``)."""
         duration = len(samples) / self.sample_rate
         if self.max_seconds is not None and duration > self.max_seconds:
-            from attnprobe.errors import InputError
-
             raise InputError(f"the audio lasts {duration:.1f} s but {self.name} reads at most "
                              f"{self.max_seconds:g} s at a time; cut it into shorter pieces")
         return self.extract(samples)

@@ -170,9 +170,9 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
         raise InputError(
             f"the transcript has {labels} labels; the decoder probes rank label positions and "
             f"need at least {MINIMUM_POSITIONS}: give the whole transcript of the audio")
-    needed = frame_mapping_bytes(loaded, batch, options)
+    frames, width, blocks = encoder_shape(loaded, batch)
+    needed = frame_mapping_bytes(frames, width, blocks, options)
     if needed > options.memory_limit_bytes:
-        frames = _encoder_frames(loaded, batch)[0]
         result.report_skipped = (
             f"the frame mapping would need about {needed / GIB:.1f} GiB (limit "
             f"{options.memory_limit_bytes / GIB:.1f} GiB) to probe {frames} encoder frames one "
@@ -188,7 +188,7 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
                                         chunk_size=options.chunk_size, adapter=loaded.adapter)
         result.seconds["reversal report"] = time.perf_counter() - started
     if options.align and result.transcript is not None:
-        from .align import gradient_alignment_of
+        from .align import gradient_alignment_of  # align imports this module
 
         started = time.perf_counter()
         result.alignment = gradient_alignment_of(loaded, batch, result.transcript)
@@ -228,17 +228,16 @@ def errors_against_reference(alignment: Alignment, item: InputItem,
         return None
 
 
-def frame_mapping_bytes(loaded: LoadedModel, batch: Any, options: ReportOptions) -> int:
-    """Approximate memory of the report's frame mapping: the gradient directions of every probed
-    encoder frame, ``(projections, frames, batch, frames, width)``, plus one chunk's attention
-    gradients, ``chunk x blocks x frames^2``, in float32."""
-    frames, width, blocks = _encoder_frames(loaded, batch)
+def frame_mapping_bytes(frames: int, width: int, blocks: int, options: ReportOptions) -> int:
+    """Approximate memory of the report's frame mapping on one utterance: the gradient directions
+    of every probed encoder frame, ``(projections, frames, frames, width)``, plus one chunk's
+    attention gradients, ``chunk x blocks x frames^2``, in float32."""
     directions = width if options.projections is None else options.projections
     chunk = min(options.chunk_size, directions * frames)
     return 4 * (directions * frames * frames * width + chunk * blocks * frames * frames)
 
 
-def _encoder_frames(loaded: LoadedModel, batch: Any) -> tuple[int, int, int]:
+def encoder_shape(loaded: LoadedModel, batch: Any) -> tuple[int, int, int]:
     """``(frames, width, blocks)`` of the encoder blocks' outputs, from one forward pass."""
     blocks = sorted(binding.site.layer for binding in loaded.adapter.bindings()
                     if binding.site.kind == "block" and binding.site.stack == "encoder")

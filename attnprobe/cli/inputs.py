@@ -5,7 +5,7 @@
   reference) or ``<name>.txt``;
 - a folder: every audio file in it (sorted), each with its sidecars;
 - a list file (``.txt``, ``.lst``, ``.list``, ``.scp``): one audio path per line, optionally a tab
-  and its transcript; ``#`` starts a comment;
+  and its transcript; lines starting with ``#`` are comments;
 - a manifest: ``.json`` (a list of entries, or ``{"utterances": [...]}`` as
   :mod:`attnprobe.corpus` writes it), ``.jsonl`` (one entry per line) or ``.tsv`` (a header row);
   an entry names its audio as ``audio``, ``wav``, ``path`` or ``audio_filepath`` and may give
@@ -119,8 +119,8 @@ def _with_sidecars(item_id: str, audio: Path) -> InputItem:
 def _list_file(path: Path) -> list[InputItem]:
     items = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = line.split("#", 1)[0].rstrip()
-        if not line.strip():
+        line = line.rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
         audio_text, _, transcript = line.partition("\t")
         audio = _resolve(path, audio_text.strip())
