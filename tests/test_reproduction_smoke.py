@@ -102,10 +102,14 @@ def test_checkpoints_are_float16_and_reload(finished_run) -> None:
     assert all(parameter.dtype == torch.float32 for parameter in model.parameters())
 
 
-def test_float16_checkpoints_keep_the_predictions(tmp_path, splits) -> None:
+def test_float16_checkpoints_keep_the_predictions_and_the_feature_statistics(tmp_path, splits) -> None:
     torch.manual_seed(0)
     model = ConformerAED(ConformerAEDConfig.tiny(**TINY_MODEL)).eval()
-    save_checkpoint(model, 7, tmp_path / "step.pt")
+    mean, std = torch.linspace(-1, 1, 80), torch.linspace(1, 2, 80)
+    save_checkpoint(model, 7, tmp_path / "step.pt", mean, std)
+    saved = torch.load(tmp_path / "step.pt", weights_only=True)
+    assert torch.equal(torch.tensor(saved["feature_mean"]), mean)
+    assert torch.equal(torch.tensor(saved["feature_std"]), std)
     reloaded, _ = load_checkpoint(tmp_path / "step.pt")
     batch = collate(fixed_examples(splits[1], 4))
     with torch.no_grad():

@@ -7,8 +7,9 @@ Writes ``runs/<name>/``:
   norm, wall-clock and CPU seconds;
 - ``monitor.jsonl``: one :class:`attnprobe.monitor.MonitorRecord` per probe of the
   :class:`attnprobe.FlipMonitor` (per-block reversal scores, dominance ratios, ...);
-- ``checkpoints/step-XXXXXX.pt``: ``{"step", "model_config", "state_dict"}`` with the floating
-  tensors in float16, every ``checkpoint_every`` steps and at the end;
+- ``checkpoints/step-XXXXXX.pt``: ``{"step", "model_config", "state_dict", "feature_mean",
+  "feature_std"}`` with the floating tensors in float16 and the training corpus's per-mel-bin
+  statistics the inputs were standardised with, every ``checkpoint_every`` steps and at the end;
 - ``summary.json``, written last: the run is finished when it exists (the sweep skips it then).
 
 The same experiment, corpus, torch build and thread count give bit-identical runs: the seed fixes
@@ -63,13 +64,18 @@ def learning_rate_factor(recipe: Recipe, step: int) -> float:
     return 1.0 - 0.99 * (step - warmup) / max(1.0, recipe.steps - warmup)
 
 
-def save_checkpoint(model: ConformerAED, step: int, path: Path) -> None:
-    """Float16 state dict plus the model config, written atomically."""
+def save_checkpoint(model: ConformerAED, step: int, path: Path,
+                    feature_mean: torch.Tensor | None = None,
+                    feature_std: torch.Tensor | None = None) -> None:
+    """Float16 state dict, the model config and the feature statistics the model was trained with
+    (``(80,)`` each, or ``None``: each utterance normalised by itself), written atomically."""
     state = {name: tensor.detach().half() if tensor.is_floating_point() else tensor.detach()
              for name, tensor in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    torch.save({"step": step, "model_config": model.config.to_dict(), "state_dict": state}, partial)
+    torch.save({"step": step, "model_config": model.config.to_dict(), "state_dict": state,
+                "feature_mean": None if feature_mean is None else feature_mean.tolist(),
+                "feature_std": None if feature_std is None else feature_std.tolist()}, partial)
     os.replace(partial, path)
 
 
@@ -142,7 +148,8 @@ def train(run: Experiment, run_dir: Path, train_split: TrainingSplit, dev_split:
                 report(f"{run.name} step {step}: loss {loss_value:.3f}, reversal scores "
                        + " ".join(f"{score:+.2f}" for score in record.reversal_scores))
             if step % recipe.checkpoint_every == 0 or step == recipe.steps:
-                save_checkpoint(model, step, run_dir / "checkpoints" / f"step-{step:06d}.pt")
+                save_checkpoint(model, step, run_dir / "checkpoints" / f"step-{step:06d}.pt",
+                                train_split.mean, train_split.std)
     wall_s, cpu_s = time.perf_counter() - wall_start, time.process_time() - cpu_start
     last = monitor.history[-1]
     summary = {
