@@ -127,6 +127,8 @@ class FlipMonitor:
             again; ``None`` issues an :class:`EncoderFlipWarning`.
         log_path: append every :class:`MonitorRecord` as one JSON line here.
         projections: random directions per frame of the frame mapping (``None``: exact, slower).
+        max_frames: output frames per sequence the frame mapping probes, evenly spaced (``None``:
+            all); the probe's cost grows with ``projections x max_frames``.
         threshold: score at or below ``-threshold`` counts as reversed.
         adapter: an adapter to use instead of the automatic choice.
 
@@ -138,7 +140,8 @@ class FlipMonitor:
     def __init__(self, model: nn.Module, probe_batch: SpeechBatch | tuple, every: int = 100,
                  on_flip: Callable[[FlipEvent], Any] | None = None, *,
                  log_path: str | Path | None = None, projections: int | None = 4,
-                 threshold: float = REVERSAL_THRESHOLD, adapter: Any = None) -> None:
+                 max_frames: int | None = 48, threshold: float = REVERSAL_THRESHOLD,
+                 adapter: Any = None) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}")
         self.model = model
@@ -147,6 +150,7 @@ class FlipMonitor:
         self.on_flip = on_flip if on_flip is not None else warn_flip
         self.log_path = Path(log_path) if log_path is not None else None
         self.projections = projections
+        self.max_frames = max_frames
         self.threshold = threshold
         self.adapter = find_adapter_for(model, adapter)
         self.history: list[MonitorRecord] = []
@@ -169,7 +173,8 @@ class FlipMonitor:
         """Probe now, whatever the step; log it and report a first flip."""
         started = time.perf_counter()
         mapping = frame_mapping(self.model, self.probe_batch, projections=self.projections,
-                                threshold=self.threshold, max_frames=48, adapter=self.adapter)
+                                threshold=self.threshold, max_frames=self.max_frames,
+                                adapter=self.adapter)
         streamed = streaming_probes(self.model, self.probe_batch, threshold=self.threshold,
                                     adapter=self.adapter)
         dominance = streamed.dominance

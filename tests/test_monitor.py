@@ -66,11 +66,14 @@ def train_steps(model: ConformerAED, steps: range, monitor: FlipMonitor | None,
 
 
 @settings(max_examples=6, deadline=None)
-@given(block=st.integers(0, BLOCKS - 1), every=st.sampled_from([1, 5]))
-def test_planted_reversal_is_reported_once_naming_its_block(block: int, every: int) -> None:
+@given(block=st.integers(0, BLOCKS - 1), every=st.sampled_from([1, 5]),
+       max_frames=st.sampled_from([3, None]))
+def test_planted_reversal_is_reported_once_naming_its_block(block: int, every: int,
+                                                            max_frames: int | None) -> None:
     model = tiny_model()
     events: list[FlipEvent] = []
-    monitor = FlipMonitor(model, probe_batch(), every=every, on_flip=events.append)
+    monitor = FlipMonitor(model, probe_batch(), every=every, on_flip=events.append,
+                          max_frames=max_frames)
     train_steps(model, range(1, 11), monitor, plant=(block, 5))
     assert [(event.step, event.block) for event in events] == [(5, block)]
     assert monitor.flip is events[0]
