@@ -230,11 +230,14 @@ def errors_against_reference(alignment: Alignment, item: InputItem,
 
 def frame_mapping_bytes(frames: int, width: int, blocks: int, options: ReportOptions) -> int:
     """Approximate memory of the report's frame mapping on one utterance: the gradient directions
-    of every probed encoder frame, ``(projections, frames, frames, width)``, plus one chunk's
+    of every probed encoder frame, ``(projections, probed, frames, width)``, plus one chunk's
     attention gradients, ``chunk x blocks x frames^2``, in float32."""
+    from attnprobe.probes.report import DEFAULT_MAX_FRAMES
+
     directions = width if options.projections is None else options.projections
-    chunk = min(options.chunk_size, directions * frames)
-    return 4 * (directions * frames * frames * width + chunk * blocks * frames * frames)
+    probed = min(frames, DEFAULT_MAX_FRAMES)
+    chunk = min(options.chunk_size or 256, directions * probed)
+    return 4 * (directions * probed * frames * width + chunk * blocks * frames * frames)
 
 
 def encoder_shape(loaded: LoadedModel, batch: Any) -> tuple[int, int, int]:

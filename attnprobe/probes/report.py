@@ -37,6 +37,10 @@ from .result import REVERSAL_THRESHOLD, ProbeResult, as_speech_batch, find_adapt
 from .streaming import streaming_probes
 
 
+
+DEFAULT_MAX_FRAMES = 48
+"""Output frames per sequence the report's frame mapping probes (evenly spaced)."""
+
 @dataclass(repr=False)
 class ReversalReport(ProbeResult):
     """The verdict and the evidence behind it.
@@ -87,7 +91,7 @@ class ReversalReport(ProbeResult):
 def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
                     projections: int | None = 4, chunk_size: int | None = None,
                     threshold: float = REVERSAL_THRESHOLD, max_offset: int = DEFAULT_MAX_OFFSET,
-                    seed: int = 0, max_frames: int | None = 48,
+                    seed: int = 0, max_frames: int | None = DEFAULT_MAX_FRAMES,
                     adapter: Any = None) -> ReversalReport:
     """Run every reversal probe that applies to ``model`` and combine them into one verdict.
 
