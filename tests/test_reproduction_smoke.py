@@ -150,7 +150,8 @@ def test_evaluate_and_table_read_the_run(finished_run, splits, tmp_path) -> None
     text = table.markdown(runs)
     assert "| baseline-seed0 |" in text and "| baseline | 1 |" in text
     table.figure(runs, tmp_path / "figure.png")
-    assert (tmp_path / "figure.png").stat().st_size > 0
+    table.block_figure(runs, tmp_path / "blocks.png")
+    assert (tmp_path / "figure.png").stat().st_size > 0 and (tmp_path / "blocks.png").stat().st_size > 0
 
 
 @settings(max_examples=25, deadline=None)

@@ -1,7 +1,8 @@
 """Results table and reversal-vs-step figure of the sweep: ``python -m benchmarks.reproduction.table``.
 
     python -m benchmarks.reproduction.table                       # markdown table on stdout
-    python -m benchmarks.reproduction.table --figure docs/reproduction/reversal_vs_step.png
+    python -m benchmarks.reproduction.table --figure docs/reproduction/reversal_vs_step.png \
+        --blocks-figure docs/reproduction/reversal_per_block.png
 
 Reads ``runs/<name>/summary.json`` (finished runs), ``monitor.jsonl`` (the FlipMonitor history)
 and ``evaluation.json`` (from ``evaluate``, where present). Every number comes from those files.
@@ -135,10 +136,43 @@ def figure(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def block_figure(runs: list[dict[str, Any]], path: Path) -> None:
+    """Per-block reversal score (rows: encoder blocks, columns: monitor probes) of every run, on a
+    red (-1, reversed) to blue (+1, kept) scale: shows a block that turns even if a later block
+    turns back."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = min(5, len(runs))
+    rows = -(-len(runs) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    image = None
+    for axis, run in zip(axes.flat, runs):
+        scores = [record["reversal_scores"] for record in run["monitor"]]
+        steps = [record["step"] for record in run["monitor"]]
+        image = axis.imshow(list(zip(*scores)), aspect="auto", origin="lower", cmap="RdBu",
+                            vmin=-1, vmax=1, extent=(steps[0], steps[-1], -0.5, len(scores[0]) - 0.5))
+        axis.set_title(run["summary"]["name"], fontsize=8)
+        axis.set_xlabel("step", fontsize=7)
+        axis.set_ylabel("block", fontsize=7)
+        axis.tick_params(labelsize=6)
+    for axis in axes.flat[len(runs):]:
+        axis.set_visible(False)
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="reversal score")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Results table and figure of the sweep.")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--figure", type=Path, help="write the reversal-vs-step figure here (PNG)")
+    parser.add_argument("--blocks-figure", type=Path,
+                        help="write the per-block reversal score of every run here (PNG)")
     arguments = parser.parse_args(argv)
     runs = load_runs(Path(arguments.runs_dir))
     if not runs:
@@ -147,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     if arguments.figure is not None:
         figure(runs, arguments.figure)
         print(f"\nfigure: {arguments.figure}")
+    if arguments.blocks_figure is not None:
+        block_figure(runs, arguments.blocks_figure)
+        print(f"\nper-block figure: {arguments.blocks_figure}")
 
 
 if __name__ == "__main__":
