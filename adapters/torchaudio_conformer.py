@@ -31,26 +31,21 @@ for every encoder site, since the Conformer does not subsample.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
-from typing import Any
 
-import torch
 from torch import nn
 
-from attnprobe.capture import pick_argument
 from attnprobe.sites import Site
 
-from attnprobe.batch import SpeechBatch
-
-from .base import Adapter, LengthEntry, SiteBinding, register_builtin
+from .base import SiteBinding, register_builtin
 from .recompute import DerivedTap
 from .torch_mha import MultiheadAttentionCapture
+from .torchaudio_common import LengthsArgumentAdapter
 
 HALF_STEP = 0.5
 
 
 @register_builtin
-class TorchaudioConformerAdapter(Adapter):
+class TorchaudioConformerAdapter(LengthsArgumentAdapter):
     family = "torchaudio-conformer"
     description = "torchaudio.models.Conformer"
 
@@ -102,18 +97,3 @@ class TorchaudioConformerAdapter(Adapter):
         return SiteBinding(Site(f"encoder.{layer}.conv", "conv", "encoder", layer,
                                 f"{path}.conv_module"),
                            block.conv_module, input_name="input", batch_first=True)
-
-    def length_entries(self) -> list[LengthEntry]:
-        def lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-            valid = pick_argument(args, kwargs, 1, "lengths")
-            return {} if valid is None else {"features": valid, "encoder": valid}
-
-        return [LengthEntry(self.model, lengths)]
-
-    def run(self, batch: SpeechBatch) -> Any:
-        """``model(inputs (batch, frames, dim), input_lengths)``; no decoder, no labels."""
-        return self.model(batch.inputs, batch.input_lengths)
-
-    @property
-    def subsampling(self) -> int:
-        return 1

@@ -55,13 +55,12 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from attnprobe.capture import AttentionCapture, AttentionEmitter, Remover, pick_argument
+from attnprobe.capture import AttentionCapture, AttentionEmitter, Remover
 from attnprobe.sites import Site
 
-from attnprobe.batch import SpeechBatch
-
-from .base import Adapter, LengthEntry, SiteBinding, register_builtin
+from .base import SiteBinding, register_builtin
 from .recompute import DerivedTap, listen_to_method
+from .torchaudio_common import LengthsArgumentAdapter
 
 AttentionBlock = Literal["utterance", "full"]
 PROBABILITIES_METHOD = "_gen_attention_probs"
@@ -138,7 +137,7 @@ class EmformerAttentionCapture(AttentionCapture):
 
 
 @register_builtin
-class EmformerAdapter(Adapter):
+class EmformerAdapter(LengthsArgumentAdapter):
     family = "torchaudio-emformer"
     description = "torchaudio.models.Emformer"
 
@@ -197,21 +196,6 @@ class EmformerAdapter(Adapter):
             return rows[right_context_rows(rows.size(0), segment, right):]
 
         return DerivedTap(module, utterance_rows, observe)
-
-    def length_entries(self) -> list[LengthEntry]:
-        def lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-            valid = pick_argument(args, kwargs, 1, "lengths")
-            return {} if valid is None else {"features": valid, "encoder": valid}
-
-        return [LengthEntry(self.model, lengths)]
-
-    def run(self, batch: SpeechBatch) -> Any:
-        """``model(inputs (batch, frames, dim), input_lengths)``; no decoder, no labels."""
-        return self.model(batch.inputs, batch.input_lengths)
-
-    @property
-    def subsampling(self) -> int:
-        return 1
 
 
 def right_context_rows(rows: int, segment_length: int, right_context_length: int) -> int:

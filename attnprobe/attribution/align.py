@@ -32,6 +32,7 @@ from attnprobe.alignment.words import WordStyle
 from attnprobe.batch import SpeechBatch
 from attnprobe.capture import pick_tensor
 from attnprobe.errors import CapabilityError, InputError
+from attnprobe.probes.result import evaluation_mode
 from attnprobe.trace import trace
 
 from .batching import DEFAULT_MEMORY_BUDGET
@@ -201,7 +202,7 @@ def _features_pass(model: nn.Module, adapter: Any, batch: SpeechBatch,
     if transform is not None:
         inputs = transform(inputs, batch.input_lengths)
     target = inputs.detach().requires_grad_(True)
-    with _evaluation_mode(model), _frozen_parameters(model):
+    with evaluation_mode(model), _frozen_parameters(model):
         log_probs = label_log_probs(adapter, batch.with_inputs(target), ctc_blank)
     assert batch.label_lengths is not None
     return ForwardPass(log_probs, target, batch.input_lengths.to(target.device),
@@ -217,7 +218,7 @@ def _encoder_input_pass(model: nn.Module, adapter: Any, batch: SpeechBatch,
         # Gradients reach the frontend output through the inputs, so parameters can stay frozen.
         inputs = inputs.clone().requires_grad_(True)
     replaced: list[torch.Tensor] = []
-    with _evaluation_mode(model), trace(model, FRONTEND_SITE, capture={"output"},
+    with evaluation_mode(model), trace(model, FRONTEND_SITE, capture={"output"},
                                         attach=transform is None, adapter=adapter) as traced, \
             _frozen_parameters(model, enabled=transform is not None or differentiable), \
             _replacing_output(binding, transform, traced, replaced):
@@ -307,19 +308,6 @@ def _frozen_parameters(model: nn.Module, enabled: bool = True) -> Iterator[None]
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
-
-
-@contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode (dropout would make the scores random, batch statistics couple the utterances);
-    every submodule's own training flag is restored after."""
-    flags = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in flags.items():
-            module.training = training
 
 
 def _normal_tensors(batch: SpeechBatch) -> SpeechBatch:
