@@ -51,7 +51,12 @@ def test_an_aligning_decoder_without_reversal_is_not_reversed(batch: attnprobe.S
                                                              backwards: bool) -> None:
     with monotone_decoder(MODEL, backwards=backwards):
         maps = gradient_maps(MODEL, batch)
-    assert np.allclose(maps.scores, -1.0 if backwards else 1.0)
+    orientation = -1.0 if backwards else 1.0
+    # The decoder reads one frame of the last block exactly; earlier blocks pass that frame's
+    # evidence through random self-attention and convolutions, which may blur one label's
+    # centre of mass past its neighbour's, so there the order only has to hold clearly.
+    assert maps.scores[-1] == pytest.approx(orientation)
+    assert np.all(orientation * maps.scores >= maps.threshold)
     assert maps.aligned and maps.turned_at is None and maps.verdict == "not reversed"
 
 
@@ -61,8 +66,9 @@ def test_the_maps_turn_at_the_planted_reversal(batch: attnprobe.SpeechBatch, blo
     with monotone_decoder(MODEL, backwards=True), plant_reversal(MODEL, block):
         maps = gradient_maps(MODEL, batch)
     assert maps.turned_at == block
-    assert maps.scores[0] == pytest.approx(1.0)
-    assert np.allclose(maps.scores[1 + block:], -1.0)
+    assert np.all(maps.scores[:1 + block] >= maps.threshold)
+    assert np.all(maps.scores[1 + block:] <= -maps.threshold)
+    assert maps.scores[-1] == pytest.approx(-1.0)
 
 
 @settings(max_examples=6, deadline=None)
