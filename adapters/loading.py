@@ -161,12 +161,20 @@ def load_model(spec: str | Path | None = None) -> LoadedModel:
 def _from_path(path: Path) -> LoadedModel:
     if path.is_dir() and (path / "model.bin").is_file():
         return _whisper_ctranslate2(path, path.name)
-    if path.is_dir() and (path / "config.json").is_file():
+    if path.is_dir() and (path / "config.json").is_file() and not _holds_conformer_run(path):
         return _hugging_face(str(path), path.name)
     if path.is_file() and path.suffix in (".safetensors", ".bin"):
         raise ModelLoadError(f"{path} is a weights file without its config; pass the folder that "
                              f"holds it together with config.json")
     return _conformer(path)
+
+
+def _holds_conformer_run(folder: Path) -> bool:
+    """A reproduction run folder (``config.json`` of the experiment next to ``.pt`` checkpoints)
+    rather than a Hugging Face folder, whose weights are ``.safetensors`` or ``.bin`` files."""
+    hugging_face_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+    return not hugging_face_weights and (any(folder.glob("*.pt"))
+                                         or (folder / "checkpoints").is_dir())
 
 
 def _whisper_ctranslate2(folder: Path | None, name: str) -> LoadedModel:

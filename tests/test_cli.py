@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,26 @@ def test_report_without_text_uses_the_models_own_transcription(
     assert "frame mapping" in run.out
     assert "the model's own transcription" in run.out or "transcribed nothing" in run.out
     assert not list(tmp_path.glob("*.html")), "without --out nothing is written"
+
+
+@settings(max_examples=30, deadline=None)
+@given(frames=st.integers(4, 3000), width=st.integers(4, 1024), blocks=st.integers(1, 24),
+       limit=st.floats(1e3, 1e11), projections=st.sampled_from([1, 4, None]))
+def test_the_report_lowers_the_chunk_size_to_fit_the_memory_limit(
+        frames: int, width: int, blocks: int, limit: float, projections: int | None) -> None:
+    from attnprobe.cli.analysis import ReportOptions, fitting_chunk_size, frame_mapping_bytes
+
+    options = ReportOptions(projections=projections, chunk_size=256, memory_limit_bytes=int(limit))
+
+    def needs(chunk: int) -> int:
+        return frame_mapping_bytes(frames, width, blocks, replace(options, chunk_size=chunk))
+
+    chunk = fitting_chunk_size(frames, width, blocks, options)
+    if chunk is None:
+        assert needs(1) > options.memory_limit_bytes
+    else:
+        assert 1 <= chunk <= 256 and needs(chunk) <= options.memory_limit_bytes
+        assert chunk == 256 or needs(2 * chunk) > options.memory_limit_bytes
 
 
 def test_report_over_the_memory_limit_is_skipped_with_the_reason(
@@ -273,6 +294,16 @@ def test_demo_uses_shipped_checkpoints(tmp_path: Path, capsys: pytest.CaptureFix
     assert run.code == 0, run.err
     assert "tiny test model: " in run.out and "untrained" not in run.out.split("=" * 78)[-1]
     assert "skipped" in run.out and "notes.pt" in run.out
+
+
+def test_the_shipped_checkpoint_folder_loads_as_our_conformer() -> None:
+    # Its config.json is the experiment's, not a Hugging Face config: the .pt file decides.
+    from attnprobe.adapters.loading import load_model
+
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "baseline-seed1"
+    loaded = load_model(shipped)
+    assert loaded.family == "attnprobe-conformer"
+    assert loaded.name.startswith("baseline-seed1")
 
 
 def test_training_run_folder_loads_its_last_checkpoint(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -171,21 +171,27 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
             f"the transcript has {labels} labels; the decoder probes rank label positions and "
             f"need at least {MINIMUM_POSITIONS}: give the whole transcript of the audio")
     frames, width, blocks = encoder_shape(loaded, batch)
-    needed = frame_mapping_bytes(frames, width, blocks, options)
-    if needed > options.memory_limit_bytes:
+    chunk_size = fitting_chunk_size(frames, width, blocks, options)
+    if chunk_size is None:
+        needed = frame_mapping_bytes(frames, width, blocks, replace(options, chunk_size=1))
         result.report_skipped = (
             f"the frame mapping would need about {needed / GIB:.1f} GiB (limit "
             f"{options.memory_limit_bytes / GIB:.1f} GiB) to probe {frames} encoder frames one "
             f"by one ({frames * encoder_frame_seconds(loaded):.0f} s of input, padding "
-            f"included); lower --projections / --chunk-size or raise --memory-limit")
+            f"included); lower --projections or raise --memory-limit")
         if options.evidence_without_verdict:
             started = time.perf_counter()
             result.evidence = streaming_probes(loaded.model, batch, adapter=loaded.adapter)
             result.seconds["attention and dominance probes"] = time.perf_counter() - started
     else:
+        if chunk_size < options.chunk_size:
+            result.notes.append(
+                f"frame mapping in chunks of {chunk_size} backward directions (not "
+                f"{options.chunk_size}) to stay within the {options.memory_limit_bytes / GIB:.1f} "
+                f"GiB memory limit at {frames} encoder frames")
         started = time.perf_counter()
         result.report = reversal_report(loaded.model, batch, projections=options.projections,
-                                        chunk_size=options.chunk_size, adapter=loaded.adapter)
+                                        chunk_size=chunk_size, adapter=loaded.adapter)
         result.seconds["reversal report"] = time.perf_counter() - started
     if options.align and result.transcript is not None:
         from .align import gradient_alignment_of  # align imports this module
@@ -238,6 +244,19 @@ def frame_mapping_bytes(frames: int, width: int, blocks: int, options: ReportOpt
     probed = min(frames, DEFAULT_MAX_FRAMES)
     chunk = min(options.chunk_size or 256, directions * probed)
     return 4 * (directions * probed * frames * width + chunk * blocks * frames * frames)
+
+
+def fitting_chunk_size(frames: int, width: int, blocks: int,
+                       options: ReportOptions) -> int | None:
+    """The largest chunk, at most ``options.chunk_size``, whose frame mapping fits the memory
+    limit (:func:`frame_mapping_bytes`); ``None`` when not even one direction at a time fits."""
+    chunk = options.chunk_size
+    while chunk >= 1:
+        if frame_mapping_bytes(frames, width, blocks,
+                               replace(options, chunk_size=chunk)) <= options.memory_limit_bytes:
+            return chunk
+        chunk //= 2
+    return None
 
 
 def encoder_shape(loaded: LoadedModel, batch: Any) -> tuple[int, int, int]:
