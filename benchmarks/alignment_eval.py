@@ -1,198 +1,184 @@
 """Word-time accuracy of gradient alignment on Whisper tiny.en against synthetic reference times.
 
-    python benchmarks/alignment_eval.py --corpus data/timed --n 20 \
-        --out benchmarks/results/alignment_eval.md
+    python -m benchmarks.alignment_eval --corpus data/timed --n 120 --tune 40 \
+        --out benchmarks/results/alignment_eval.md --figure benchmarks/results/alignment.png
 
-Builds the corpus first with ``benchmarks/build_timed_corpus.py``. For the first ``--n``
-utterances it aligns the reference transcript four ways and prints one table of corpus TSE (paper
-definition, all words pooled): mean word-boundary and word-position error in ms, the share of
-word boundaries within 20 / 50 ms, and wall-clock seconds per utterance.
+Builds the corpus first with ``benchmarks/build_timed_corpus.py``. For each of the first ``--n``
+utterances it computes the gradient score matrices once (10 ms log-mel features and the 20 ms
+encoder input, all labels in batched backward passes) and the cross-attention DTW baseline, and
+keeps them in ``<corpus>/scores`` (:mod:`benchmarks.alignment_cache`), so a second run only aligns.
 
-- gradient alignment on the log-mel features: 10 ms frames, constant blank -6;
-- gradient alignment on the encoder input (after Whisper's stride-2 conv): 20 ms frames, constant
-  blank -5.2, the paper's -6 (10 ms) and -4 (60 ms) interpolated in log frame length;
-- Whisper's cross-attention DTW over the checkpoint's alignment heads;
-- labels spread evenly over the audio, the floor every aligner must beat.
+Two tables, corpus TSE (paper definition, all words pooled): mean word-boundary and word-position
+error in ms, the share of word boundaries within 20 / 50 ms, the mean signed start / end offsets,
+and the seconds per utterance of the score computation.
 
-Both gradient rows normalise each label's log scores over time, as ``attnprobe align`` does on
-Whisper. Only utterances whose aligned words match the reference words one to one are scored; the
-others are counted, with the reason, under the table.
+1. **Held out.** The first ``--tune`` utterances choose one variant out of
+   :func:`~benchmarks.alignment_variants.tuning_grid` (blank constants and percentiles, gap
+   closing, both inputs); the table compares it, the paper's settings as published, Whisper's
+   cross-attention DTW over its alignment heads and the evenly spaced floor on the *other*
+   utterances only.
+2. **All utterances**, the untuned rows only.
+
+Only utterances whose aligned words match the reference words one to one are scored; the others
+are counted, with the reason, under the tables.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from attnprobe.adapters.loading import LoadedModel, load_model
-from attnprobe.adapters.text import Transcript
-
+from attnprobe.adapters.loading import load_model
 from attnprobe.alignment import (
-    Alignment,
-    BlankScore,
     TimestampErrors,
     aggregate_timestamp_errors,
     evenly_spaced_alignment,
     timestamp_errors,
 )
-from attnprobe.attribution import gradient_alignment
-from attnprobe.batch import SpeechBatch
-from attnprobe.cli.align import cross_attention_alignment_of
 from attnprobe.cli.analysis import format_table
-from attnprobe.corpus import Manifest, read_wav
+from attnprobe.corpus import Manifest
 
-# Constant blank for 20 ms frames: the paper's -6 at 10 ms and -4 at 60 ms, linear in log frame
-# length, since no tuned value for 20 ms exists.
-BLANK_20MS = BlankScore("constant", -6.0 + 2.0 * math.log(20 / 10) / math.log(60 / 10))
+from .alignment_cache import utterance_scores
+from .alignment_variants import (
+    FRAME_SHIFT_S,
+    PAPER_VARIANTS,
+    Scored,
+    Variant,
+    choose_on,
+    reference_words,
+    tuning_grid,
+    variant_errors,
+)
 
-Aligner = Callable[[LoadedModel, SpeechBatch, Transcript], Alignment]
-
-
-def features_gradient(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcript) -> Alignment:
-    """Gradient alignment on the 10 ms log-mel frames, blank -6."""
-    (alignment,) = gradient_alignment(
-        loaded.model, batch, [transcript.tokens], input="features",
-        blank=BlankScore("constant", -6.0), log_softmax_over_time=True,
-        word_style=loaded.tokenizer.word_style, adapter=loaded.adapter)
-    return alignment
-
-
-def encoder_input_gradient(loaded: LoadedModel, batch: SpeechBatch,
-                           transcript: Transcript) -> Alignment:
-    """Gradient alignment on the 20 ms encoder-input frames, blank :data:`BLANK_20MS`."""
-    (alignment,) = gradient_alignment(
-        loaded.model, batch, [transcript.tokens], input="encoder_input", blank=BLANK_20MS,
-        log_softmax_over_time=True, word_style=loaded.tokenizer.word_style,
-        adapter=loaded.adapter)
-    return alignment
+Row = tuple[str, TimestampErrors, float]
 
 
-def evenly_spaced(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcript) -> Alignment:
-    """Labels spread evenly over the valid 10 ms frames."""
-    return evenly_spaced_alignment(
-        transcript.tokens, int(batch.input_lengths[0]),
-        frame_shift_s=loaded.adapter.frame_shift_seconds,
-        word_style=loaded.tokenizer.word_style)
-
-
-METHODS: dict[str, Aligner] = {
-    "gradient, log-mel features (10 ms, blank -6)": features_gradient,
-    f"gradient, encoder input (20 ms, blank {BLANK_20MS.value:.1f})": encoder_input_gradient,
-    "cross-attention DTW (alignment heads)": cross_attention_alignment_of,
-    "evenly spaced (floor)": evenly_spaced,
-}
-
-
-@dataclass
-class MethodTally:
-    """Per-method errors of the scored utterances and the seconds each alignment took."""
-
-    errors: list[TimestampErrors] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
-
-
-def evaluate(loaded: LoadedModel, manifest: Manifest, count: int, budget_s: float | None,
-             log: Callable[[str], None]) -> tuple[dict[str, MethodTally], Counter[str], int, int]:
-    """Align the first ``count`` utterances every way, starting no new one after ``budget_s``
-    seconds; returns the tallies, the skip reasons, the utterances scored and those attempted."""
-    tallies = {name: MethodTally() for name in METHODS}
+def scored_utterances(corpus: str, count: int, cache: Path | None,
+                      log: Callable[[str], None]) -> tuple[list[Scored], Counter[str], str]:
+    """Score matrices of the first ``count`` utterances whose words the aligners reproduce."""
+    manifest = Manifest.load(corpus)
+    loaded = load_model()
+    kept: list[Scored] = []
     skipped: Counter[str] = Counter()
-    scored = attempted = 0
-    began = time.perf_counter()
     for utterance in manifest.utterances[:count]:
-        if budget_s is not None and time.perf_counter() - began > budget_s:
-            break
-        attempted += 1
-        samples, rate = read_wav(manifest.wav_path(utterance))
-        if rate != loaded.sample_rate:
-            raise ValueError(f"{utterance.wav} is at {rate} Hz but the model reads "
-                             f"{loaded.sample_rate} Hz; rebuild the corpus with "
-                             f"benchmarks/build_timed_corpus.py")
-        transcript = loaded.transcript(utterance.text)
-        batch = loaded.batch(samples, transcript)
-        reference = [(word.word, word.start, word.end) for word in utterance.words]
-        results: dict[str, tuple[TimestampErrors, float]] = {}
-        reason = None
-        for name, aligner in METHODS.items():
-            started = time.perf_counter()
-            alignment = aligner(loaded, batch, transcript)
-            elapsed = time.perf_counter() - started
-            try:
-                results[name] = (timestamp_errors(alignment.words, reference), elapsed)
-            except ValueError as error:
-                reason = str(error).split(";")[0]
-                break
-        if reason is not None:
+        scored = utterance_scores(loaded, manifest, utterance, cache)
+        try:  # the words of any alignment of these tokens must be the reference words
+            timestamp_errors(scored.cross_attention_words, reference_words(utterance))
+        except ValueError as error:
+            reason = str(error).split(";")[0]
             skipped[reason] += 1
             log(f"{utterance.id}: skipped ({reason})")
             continue
-        scored += 1
-        for name, (errors, elapsed) in results.items():
-            tallies[name].errors.append(errors)
-            tallies[name].seconds.append(elapsed)
-        log(f"{utterance.id}: {len(reference)} words, " + ", ".join(
-            f"{errors.tse_boundaries_ms:.0f} ms" for errors, _ in results.values()))
-    return tallies, skipped, scored, attempted
+        kept.append((utterance, scored))
+        log(f"{utterance.id}: {len(utterance.words)} words, "
+            f"{sum(scored.seconds.values()):.1f} s")
+    return kept, skipped, loaded.name
 
 
-def results_table(tallies: dict[str, MethodTally]) -> str:
-    """One row per method: TSE boundaries / position (ms), within 20 / 50 ms (%), the mean signed
-    offsets (a constant shift the absolute errors hide), seconds per utterance."""
+def baseline_rows(items: Sequence[Scored]) -> list[Row]:
+    """Cross-attention DTW and the evenly spaced floor."""
+    cross = aggregate_timestamp_errors(
+        timestamp_errors(scored.cross_attention_words, reference_words(utterance))
+        for utterance, scored in items)
+    even = aggregate_timestamp_errors(
+        timestamp_errors(evenly_spaced_alignment(scored.tokens, scored.valid_frames,
+                                                 frame_shift_s=FRAME_SHIFT_S,
+                                                 word_style="byte_bpe").words,
+                         reference_words(utterance))
+        for utterance, scored in items)
+    seconds = sum(scored.seconds["cross_attention"] for _, scored in items) / len(items)
+    return [("cross-attention DTW (alignment heads)", cross, seconds),
+            ("evenly spaced (floor)", even, 0.0)]
+
+
+def variant_rows(variants: Sequence[Variant], items: Sequence[Scored],
+                 prefix: str = "") -> list[Row]:
+    return [(prefix + variant.name, variant_errors(variant, items),
+             sum(scored.seconds[variant.input] for _, scored in items) / len(items))
+            for variant in variants]
+
+
+def results_table(rows: Sequence[Row]) -> str:
     header = ["method", "TSE boundary (ms)", "TSE position (ms)", "within 20 ms",
               "within 50 ms", "mean offset start / end (ms)", "s / utterance"]
-    rows = []
-    for name, tally in tallies.items():
-        pooled = aggregate_timestamp_errors(tally.errors)
-        rows.append([name, f"{pooled.tse_boundaries_ms:.1f}", f"{pooled.tse_position_ms:.1f}",
-                     f"{100 * pooled.within_20ms:.1f}%", f"{100 * pooled.within_50ms:.1f}%",
-                     (f"{pooled.start_offsets_ms.mean():+.0f} / "
-                     f"{pooled.end_offsets_ms.mean():+.0f}"),
-                     f"{sum(tally.seconds) / len(tally.seconds):.2f}"])
-    return format_table(header, rows)
+    return format_table(header, [
+        [name, f"{errors.tse_boundaries_ms:.1f}", f"{errors.tse_position_ms:.1f}",
+         f"{100 * errors.within_20ms:.1f}%", f"{100 * errors.within_50ms:.1f}%",
+         f"{errors.start_offsets_ms.mean():+.0f} / {errors.end_offsets_ms.mean():+.0f}",
+         f"{seconds:.2f}"] for name, errors, seconds in rows])
+
+
+def report(items: Sequence[Scored], tune: int, model_name: str, corpus: str) -> tuple[str, Variant]:
+    """Both tables as text, and the variant chosen on the tuning part."""
+    tuning, held_out = items[:tune], items[tune:]
+    if not tuning or not held_out:
+        raise SystemExit(f"--tune {tune} leaves {len(tuning)} utterances to tune on and "
+                         f"{len(held_out)} to report; use 0 < --tune < {len(items)}")
+    chosen, tuned_tse = choose_on(tuning, tuning_grid())
+    words = sum(len(utterance.words) for utterance, _ in held_out)
+    lines = [f"{model_name} on {corpus}: variant chosen on the first {len(tuning)} scored "
+             f"utterances (TSE there {tuned_tse:.1f} ms), reported on the other "
+             f"{len(held_out)} ({words} words):", "",
+             results_table(variant_rows([chosen], held_out, "chosen: ")
+                           + variant_rows(PAPER_VARIANTS, held_out) + baseline_rows(held_out)),
+             "", f"All {len(items)} scored utterances "
+             f"({sum(len(utterance.words) for utterance, _ in items)} words), untuned rows:", "",
+             results_table(variant_rows(PAPER_VARIANTS, items) + baseline_rows(items))]
+    return "\n".join(lines), chosen
+
+
+def save_figure(path: str, chosen: Variant, item: Scored) -> None:
+    """The chosen variant's alignment of one held-out utterance, reference words in white."""
+    from matplotlib.figure import Figure
+
+    utterance, scored = item
+    alignment = chosen.align(scored)
+    figure = Figure(figsize=(max(8.0, 3.2 * alignment.duration_s), 4.6))
+    ax = figure.add_subplot()
+    alignment.plot(ax=ax)
+    for _, start, end in reference_words(utterance):
+        ax.axvspan(start, end, ymin=0.0, ymax=0.03, color="white", alpha=0.9)
+        ax.axvline(start, color="white", linewidth=1.2, linestyle=":")
+    ax.set_title(f"\"{utterance.text}\" ({utterance.id})\norange: gradient alignment "
+                 f"(start solid, end dashed); white dotted: reference word starts", pad=30,
+                 fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="data/timed",
                         help="folder with manifest.json (default: data/timed)")
-    parser.add_argument("--n", type=int, default=5, help="first N utterances (default: 5)")
-    parser.add_argument("--budget-minutes", type=float, default=None,
-                        help="start no new utterance after this many minutes (default: no limit)")
-    parser.add_argument("--out", default=None,
-                        help="also write the table, the command and N to this markdown file")
+    parser.add_argument("--n", type=int, default=20, help="first N utterances (default: 20)")
+    parser.add_argument("--tune", type=int, default=8,
+                        help="scored utterances that choose the tuned variant (default: 8)")
+    parser.add_argument("--cache", default=None,
+                        help="score cache folder (default: <corpus>/scores; 'none' for none)")
+    parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    parser.add_argument("--figure", default=None,
+                        help="save the chosen variant's alignment of one held-out utterance")
     arguments = parser.parse_args()
 
-    manifest = Manifest.load(arguments.corpus)
-    count = min(arguments.n, len(manifest))
-    if count < 1:
-        raise SystemExit(f"{arguments.corpus} holds no utterances; build it with "
-                         f"benchmarks/build_timed_corpus.py --out {arguments.corpus} --n 120")
-    loaded = load_model()
-    budget_s = None if arguments.budget_minutes is None else 60 * arguments.budget_minutes
-    tallies, skipped, scored, count = evaluate(
-        loaded, manifest, count, budget_s, lambda line: print(line, file=sys.stderr, flush=True))
-    if scored == 0:
-        raise SystemExit(f"none of the {count} utterances could be scored: {dict(skipped)}")
-
-    words = sum(error.num_words for error in tallies[next(iter(METHODS))].errors)
-    lines = [(f"{loaded.name} on {arguments.corpus}: {scored} of the first {count} utterances "
-             f"scored ({words} words); corpus TSE over all words pooled"), "",
-             results_table(tallies)]
-    lines += [f"skipped {number}: {reason}" for reason, number in skipped.items()]
-    text = "\n".join(lines)
+    cache = None if arguments.cache == "none" else \
+        Path(arguments.cache or Path(arguments.corpus) / "scores")
+    items, skipped, model_name = scored_utterances(
+        arguments.corpus, arguments.n, cache,
+        lambda line: print(line, file=sys.stderr, flush=True))
+    text, chosen = report(items, arguments.tune, model_name, arguments.corpus)
+    text += "".join(f"\nskipped {number}: {reason}" for reason, number in skipped.items())
     print(text)
+    if arguments.figure is not None:
+        save_figure(arguments.figure, chosen, items[arguments.tune])
     if arguments.out is not None:
         command = "python " + " ".join(sys.argv)
         Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
         Path(arguments.out).write_text(
-            f"# Alignment evaluation: Whisper tiny.en\n\nCommand (N = {count}):\n\n"
-            f"    {command}\n\n```\n{text}\n```\n")
+            f"# Alignment evaluation: Whisper tiny.en\n\nCommand:\n\n    {command}\n\n"
+            f"```\n{text}\n```\n")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
   or a padded batch; :func:`align_score_matrix` runs the paper's whole recipe.
 - :mod:`.words`: tokens -> words, label frame spans -> word times.
 - :mod:`.result`: :class:`Alignment`, :class:`LabelSpan`, :class:`WordSpan`.
+- :mod:`.gaps`: short blanks between words handed to a word (connected speech).
 - :mod:`.export`: Praat TextGrid and CTM files.
 - :mod:`.metrics`: time-stamp error against reference word times.
 - :mod:`.dtw`, :mod:`.ctc`: the cross-attention DTW, evenly-spaced and CTC baselines.
@@ -20,6 +21,7 @@ from .dtw import (
     evenly_spaced_label_frames,
     median_filter,
 )
+from .gaps import GAP_OWNERS, close_word_gaps
 from .export import ctm_text, textgrid_text, write_ctm, write_textgrid
 from .metrics import TimestampErrors, aggregate_timestamp_errors, timestamp_errors
 from .plot import plot_alignment
@@ -41,6 +43,8 @@ from .words import (
 )
 
 __all__ = [
+    "GAP_OWNERS",
+    "close_word_gaps",
     "BLANK_10MS",
     "BLANK_60MS",
     "Alignment",
