@@ -168,6 +168,24 @@ def test_align_formats_agree_on_the_word_times(workspace: Path, tmp_path: Path,
     assert "TSE over 2 words" in texts["table"]
 
 
+def test_align_gap_closing_and_blank_options(workspace: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    def aligned(*options: object) -> dict:
+        run = run_cli(capsys, "align", "--model", workspace / "tiny", "--audio",
+                      workspace / "clip.wav", "--format", "json", *options)
+        assert run.code == 0, run.err
+        return json.loads(run.out)
+
+    kept = aligned("--blank", "-6", "--close-gaps", "0")
+    closed = aligned("--blank", "-6", "--close-gaps", "10000")
+    for word in closed["words"][1:]:  # each word starts where the label before it (a space) ends
+        assert closed["labels"][word["label_start"] - 1]["end_s"] == pytest.approx(
+            word["start_s"])
+    assert [word["end_s"] for word in closed["words"]] == [word["end_s"] for word in kept["words"]]
+    assert closed["words"][0]["start_s"] == kept["words"][0]["start_s"]
+    assert aligned("--blank", "log_mean_exp:60")["words"][0]["text"] == CLIP_TEXT.split()[0]
+
+
 def test_audio_in_another_format_rate_and_channel_count_is_resampled(
         workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     flac = write_clip(tmp_path / "stereo.flac", rate=8000, channels=2)

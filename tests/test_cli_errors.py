@@ -211,3 +211,16 @@ def test_errors_reach_a_shell_as_one_line_and_exit_code_two(tmp_path: Path) -> N
         timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+
+
+def test_align_blank_that_is_neither_a_constant_nor_a_percentile(
+        workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.json"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(capsys, "align", "--model", workspace / "tiny", "--audio",
+                workspace / "clip.wav", "--text", CLIP_TEXT, "--blank", "median:90",
+                "--out", out)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "--blank" in error and "mean:80" in error and "-6" in error
+    assert not out.exists()

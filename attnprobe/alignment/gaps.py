@@ -29,7 +29,7 @@ def close_word_gaps(alignment: Alignment, *, max_gap_s: float = 0.3,
                     assign: GapOwner = "following") -> Alignment:
     """A copy of ``alignment`` whose gaps of at most ``max_gap_s`` between consecutive words belong
     to a word: the ``"following"`` one (its first label starts earlier), the ``"preceding"`` one
-    (its last label ends later), or split in the ``"middle"``.
+    (its last label ends later), or split in the ``"middle"`` (the earlier half to the left).
 
     Label and word spans change together (a word still runs from its first label's start to its
     last label's end); the path and scores stay those of the aligner.
@@ -40,15 +40,24 @@ def close_word_gaps(alignment: Alignment, *, max_gap_s: float = 0.3,
         raise ValueError(f"max_gap_s={max_gap_s}; use a duration in seconds >= 0 (e.g. 0.3)")
     max_gap_frames = max_gap_s / alignment.seconds_per_frame + 1e-9
     labels = list(alignment.labels)
+
+    def close(left: int, right: int, share: float) -> None:
+        """Close the gap between labels ``left`` and ``right = left + 1``; ``share`` of it goes
+        to the left label, the rest to the right one."""
+        gap = labels[right].start_frame - labels[left].end_frame
+        if 0 < gap <= max_gap_frames:
+            boundary = labels[left].end_frame + int(gap * share)
+            labels[left] = _moved(labels[left], alignment, end_frame=boundary)
+            labels[right] = _moved(labels[right], alignment, start_frame=boundary)
+
+    # Separator labels (a character model's spaces) may sit between two words: "following"
+    # closes the gap right before the next word, "preceding" the one right after the previous
+    # word, "middle" splits both (one and the same gap when the words are adjacent).
     for before, after in zip(alignment.words, alignment.words[1:]):
-        gap = after.start_frame - before.end_frame
-        if gap <= 0 or gap > max_gap_frames:
-            continue
-        boundary = {"following": before.end_frame, "preceding": after.start_frame,
-                    "middle": before.end_frame + gap // 2}[assign]
-        last, first = before.label_end - 1, after.label_start
-        labels[last] = _moved(labels[last], alignment, end_frame=boundary)
-        labels[first] = _moved(labels[first], alignment, start_frame=boundary)
+        if assign in ("preceding", "middle"):
+            close(before.label_end - 1, before.label_end, 1.0 if assign == "preceding" else 0.5)
+        if assign == "following" or (assign == "middle" and after.label_start > before.label_end):
+            close(after.label_start - 1, after.label_start, 0.0 if assign == "following" else 0.5)
     words = [_word_over(word, labels, alignment) for word in alignment.words]
     return replace(alignment, labels=labels, words=words)
 

@@ -14,6 +14,8 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -22,6 +24,8 @@ from attnprobe.adapters.loading import LoadedModel, load_model
 from attnprobe.adapters.text import Transcript
 from attnprobe.alignment import (
     Alignment,
+    BlankScore,
+    close_word_gaps,
     cross_attention_alignment,
     ctc_forced_alignment,
     ctm_text,
@@ -43,14 +47,34 @@ FORMATS = ("table", "json", "textgrid", "ctm")
 SUFFIXES = {"table": ".txt", "json": ".json", "textgrid": ".TextGrid", "ctm": ".ctm"}
 
 
-def gradient_alignment_of(loaded: LoadedModel, batch: SpeechBatch,
-                          transcript: Transcript) -> Alignment:
+@dataclass(frozen=True)
+class GradientSettings:
+    """How ``attnprobe align`` turns gradient scores into word times.
+
+    The defaults are what ``python -m benchmarks.alignment_eval`` chose on held-out utterances of
+    Whisper tiny.en (``benchmarks/results/alignment_eval.md``): the percentile-mirrored blank
+    adapts to the scale of any model's scores, and short gaps between words go to the following
+    word, whose onset the gradient evidence tends to miss.
+
+    Attributes:
+        blank: blank scoring of the Viterbi.
+        max_gap_s: gaps between words up to this long join the following word (0: keep them).
+    """
+
+    blank: BlankScore = BlankScore("percentile", reduction="mean", percentile=50.0)
+    max_gap_s: float = 0.3
+
+
+def gradient_alignment_of(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcript,
+                          settings: GradientSettings = GradientSettings()) -> Alignment:
     """Gradient alignment of one utterance; each label's log scores normalised over time, which
     places words far better on Whisper than raw gradient norms do."""
     (alignment,) = gradient_alignment(
         loaded.model, batch, [transcript.tokens], input=loaded.gradient_input,
-        log_softmax_over_time=True, ctc_blank=loaded.ctc_blank,
+        blank=settings.blank, log_softmax_over_time=True, ctc_blank=loaded.ctc_blank,
         word_style=_word_style(loaded), adapter=loaded.adapter)
+    if settings.max_gap_s > 0:
+        alignment = close_word_gaps(alignment, max_gap_s=settings.max_gap_s)
     return alignment
 
 
@@ -106,7 +130,8 @@ ALIGNERS = {"gradient": gradient_alignment_of, "cross-attention": cross_attentio
             "ctc": ctc_alignment_of}
 
 
-def align_item(loaded: LoadedModel, item: InputItem, method: str) -> tuple[Alignment, float]:
+def align_item(loaded: LoadedModel, item: InputItem, method: str,
+               settings: GradientSettings = GradientSettings()) -> tuple[Alignment, float]:
     """The alignment of one input and its audio's duration in seconds."""
     if item.text is None:
         raise InputError(f"no transcript for {item.audio}: give --text, a <name>.txt sidecar, or "
@@ -115,7 +140,9 @@ def align_item(loaded: LoadedModel, item: InputItem, method: str) -> tuple[Align
     transcript = loaded.transcript(item.text)
     batch = loaded.batch(audio.samples, transcript)
     check_transcript_fits(loaded, batch, audio.duration)
-    return ALIGNERS[method](loaded, batch, transcript), audio.duration
+    aligner = partial(gradient_alignment_of, settings=settings) if method == "gradient" \
+        else ALIGNERS[method]
+    return aligner(loaded, batch, transcript), audio.duration
 
 
 def render(alignment: Alignment, item: InputItem, duration: float, output_format: str,
@@ -159,10 +186,11 @@ def run_align(arguments: argparse.Namespace) -> int:
             raise InputError(f"no transcript for {items[0].audio}: give --text 'the words "
                              f"spoken' or a <name>.txt sidecar")
     loaded = load_model(arguments.model)
+    settings = GradientSettings(arguments.blank, arguments.close_gaps / 1000)
     rendered: dict[str, str] = {}
 
     def process(item: InputItem) -> str:
-        alignment, duration = align_item(loaded, item, arguments.method)
+        alignment, duration = align_item(loaded, item, arguments.method, settings)
         rendered[item.id] = render(alignment, item, duration, arguments.format, loaded.name)
         return f"{len(alignment.words)} words"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from attnprobe.adapters.loading import DEFAULT_MODEL
+from attnprobe.alignment import BlankScore
 
 MODEL_HELP = (f"a model folder (Hugging Face Whisper / Wav2Vec2 / HuBERT, CTranslate2 Whisper, an "
               f"attnprobe Conformer checkpoint), a checkpoint file, "
@@ -68,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output format (default: table)")
     align.add_argument("--out", metavar="PATH",
                        help="output file (one audio file) or folder (several); default: print")
+    align.add_argument("--blank", type=blank_score, default=BlankScore(
+                           "percentile", reduction="mean", percentile=50.0), metavar="B",
+                       help="gradient method: blank score of the Viterbi, a constant such as -6 "
+                            "(the paper's for 10 ms frames) or REDUCTION:P for the percentile-"
+                            "mirrored blank, e.g. mean:80 or log_mean_exp:60 (default: mean:50)")
+    align.add_argument("--close-gaps", type=_non_negative_float, default=300.0, metavar="MS",
+                       help="gradient method: gaps of at most MS milliseconds between words "
+                            "join the following word; 0 keeps them (default: 300)")
     return parser
 
 
@@ -88,6 +97,28 @@ def _positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def blank_score(text: str) -> BlankScore:
+    """``-6`` -> a constant blank; ``mean:80`` -> the percentile blank over that reduction."""
+    try:
+        return BlankScore("constant", float(text))
+    except ValueError:
+        pass
+    reduction, _, percentile = text.partition(":")
+    try:
+        return BlankScore("percentile", reduction=reduction, percentile=float(percentile))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a blank score; give a constant such as -6, or REDUCTION:P with "
+            f"REDUCTION mean, max or log_mean_exp and P in 0..100, such as mean:80") from error
 
 
 def _positive_int(text: str) -> int:
