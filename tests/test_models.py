@@ -352,6 +352,33 @@ def test_set_training_step_switches_the_mitigations_at_the_configured_steps() ->
     assert plain.decoder.cross_attn.hard_center_weight == 0.0
 
 
+@settings(max_examples=10, deadline=None)
+@given(lengths=st.lists(st.integers(36, 90), min_size=1, max_size=3), labels_seed=st.integers(0, 99))
+def test_the_reversed_hard_target_runs_the_anti_diagonal(lengths: list[int], labels_seed: int
+                                                         ) -> None:
+    """First label position on the last encoder frame, the end symbol on the first, in between
+    non-increasing and spread over each sequence's own labels and frames."""
+    model = tiny_model(hard_cross_attention_steps=5, hard_cross_attention_target="reversed").eval()
+    model.set_training_step(0)
+    features, feature_lengths = padded_features(lengths)
+    generator = torch.Generator().manual_seed(labels_seed)
+    label_lengths = torch.randint(2, 6, (len(lengths),), generator=generator)
+    labels = torch.randint(2, VOCAB, (len(lengths), int(label_lengths.max())), generator=generator)
+    output = model(features, feature_lengths, labels, label_lengths)
+    for index, (frames, count) in enumerate(zip(output.encoder_lengths.tolist(),
+                                                label_lengths.tolist())):
+        weights = output.cross_attention[index, : count + 1, :frames]
+        assert torch.allclose(weights.sum(-1), torch.ones(count + 1))
+        peaks = weights.argmax(-1).tolist()
+        assert weights.max(-1).values.eq(1.0).all()
+        assert peaks[0] == frames - 1 and peaks[-1] == 0
+        assert peaks == sorted(peaks, reverse=True)
+    model.set_training_step(10)
+    assert model.decoder.cross_attn.hard_center_weight == 0.0
+    with pytest.raises(ValueError, match="'centre' or 'reversed'"):
+        ConformerAEDConfig.tiny(hard_cross_attention_target="diagonal")
+
+
 def test_config_round_trips_through_json_and_rejects_nonsense() -> None:
     config = ConformerAEDConfig.tiny(vocab_size=50, aux_ctc_blocks=(1, 3))
     assert ConformerAEDConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config

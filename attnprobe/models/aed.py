@@ -92,7 +92,8 @@ class ConformerAED(nn.Module):
             return AEDOutput(encoder_out, encoder_lengths, None, aux_ctc_logits, None)
         self._check_labels(labels, label_lengths)
         begin = labels.new_full((labels.shape[0], 1), END_OF_SENTENCE_INDEX)
-        decoded = self.decoder(encoder_out, encoder_lengths, torch.cat([begin, labels], dim=1))
+        decoded = self.decoder(encoder_out, encoder_lengths, torch.cat([begin, labels], dim=1),
+                               label_lengths + 1)
         return AEDOutput(
             encoder_out, encoder_lengths, decoded.logits, aux_ctc_logits, decoded.attention_weights
         )
@@ -177,7 +178,8 @@ class ConformerAED(nn.Module):
         """Set the mitigation switches for optimiser step ``step`` from the config.
 
         Self-attention is off while ``step < self_attention_off_steps``. Cross-attention is a hard
-        one-hot on the centre frame while ``step < hard_cross_attention_steps``, then blends
+        one-hot (on the centre frame, or the anti-diagonal with ``hard_cross_attention_target=
+        "reversed"``) while ``step < hard_cross_attention_steps``, then blends
         linearly to soft attention over ``cross_attention_blend_steps`` steps.
         """
         config = self.config
@@ -192,6 +194,7 @@ class ConformerAED(nn.Module):
         else:
             hard_weight = 0.0
         self.decoder.cross_attn.hard_center_weight = hard_weight
+        self.decoder.cross_attn.hard_target = config.hard_cross_attention_target
 
     @staticmethod
     def _decoder_targets(labels: torch.Tensor, label_lengths: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,8 @@ class AttentionMemory:
             weight feedback (0.5 x a learned inverse fertility in (0, 1), as in the authors' setup).
         valid: ``(batch, frames)`` bool, ``False`` on padding.
         center: ``(batch, frames)`` one-hot on frame ``floor(length / 2)``.
+        label_positions: ``(batch,)`` label positions of each sequence (labels + end), when the
+            decoder knows them (teacher forcing); the reversed hard target spreads over them.
     """
 
     values: torch.Tensor
@@ -116,6 +118,17 @@ class AttentionMemory:
     feedback_scale: torch.Tensor
     valid: torch.Tensor
     center: torch.Tensor
+    label_positions: torch.Tensor | None = None
+
+    def reversed_diagonal(self, position: int) -> torch.Tensor:
+        """``(batch, frames)`` one-hot on frame ``round((T - 1) (1 - s / (P - 1)))`` for label
+        position ``s = position``: the first label on the last frame, the last on the first.
+        Without ``label_positions`` (free decoding), ``P`` is the frame count."""
+        lengths = self.valid.sum(-1)
+        positions = lengths if self.label_positions is None else self.label_positions
+        progress = (position / (positions - 1).clamp(min=1)).clamp(max=1.0)
+        frame = torch.round((lengths - 1) * (1.0 - progress)).long()
+        return F.one_hot(frame, self.valid.shape[1]).to(self.values.dtype)
 
 
 class AdditiveAttention(nn.Module):
@@ -127,6 +140,8 @@ class AdditiveAttention(nn.Module):
     Attributes:
         hard_center_weight: 0 gives the learned soft weights, 1 a hard one-hot on frame
             ``floor(length / 2)``, values in between the linear blend of the two weight vectors.
+        hard_target: ``"centre"`` or ``"reversed"``: the one-hot of ``hard_center_weight`` on the
+            centre frame, or on the anti-diagonal (:meth:`AttentionMemory.reversed_diagonal`).
         attention_tap: the decoder passes it all steps' weights ``(batch, 1, label_positions,
             frames)`` once per forward, while ``attention_tap.active > 0``.
         context_tap: likewise the attention outputs ``(batch, label_positions, encoder_dim)``.
@@ -142,6 +157,7 @@ class AdditiveAttention(nn.Module):
         self.attention_tap = AttentionTap()
         self.context_tap = Tap()
         self.hard_center_weight = 0.0
+        self.hard_target = "centre"
 
     def remember(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> AttentionMemory:
         """Precompute the per-frame parts of the energies for ``encoder_out (batch, frames, dim)``."""
@@ -159,7 +175,8 @@ class AdditiveAttention(nn.Module):
         )
 
     def forward(
-        self, query: torch.Tensor, memory: AttentionMemory, accumulated_weights: torch.Tensor
+        self, query: torch.Tensor, memory: AttentionMemory, accumulated_weights: torch.Tensor,
+        position: int = 0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One decoder step of attention.
 
@@ -167,6 +184,7 @@ class AdditiveAttention(nn.Module):
             query: ``(batch, query_dim)`` decoder LSTM output.
             memory: from :meth:`remember`.
             accumulated_weights: ``(batch, frames)`` from :meth:`accumulate` over previous steps.
+            position: the label position (decoder step), for the reversed hard target.
 
         Returns:
             context ``(batch, encoder_dim)`` and weights ``(batch, frames)``.
@@ -179,7 +197,9 @@ class AdditiveAttention(nn.Module):
         energies = self.energy(torch.tanh(energy_input)).squeeze(-1)
         weights = torch.softmax(energies.masked_fill(~memory.valid, float("-inf")), dim=-1)
         if self.hard_center_weight > 0.0:
-            weights = (1.0 - self.hard_center_weight) * weights + self.hard_center_weight * memory.center
+            target = memory.center if self.hard_target == "centre" else \
+                memory.reversed_diagonal(position)
+            weights = (1.0 - self.hard_center_weight) * weights + self.hard_center_weight * target
         context = (weights[:, None, :] @ memory.values).squeeze(1)
         return context, weights
 

@@ -52,6 +52,11 @@ class ConformerAEDConfig:
     self_attention_off_steps: int = 0
     hard_cross_attention_steps: int = 0
     cross_attention_blend_steps: int = 0
+    hard_cross_attention_target: str = "centre"
+    """Where the hard cross-attention points: ``"centre"`` (the paper's mitigation: every label on
+    frame ``floor(T / 2)``) or ``"reversed"`` (label position ``s`` of ``P`` on frame
+    ``round((T - 1) (1 - s / (P - 1)))``, the anti-diagonal: forces the encoder to reverse time,
+    to study a flipped model on purpose)."""
     label_smoothing: float = 0.1
 
     def __post_init__(self) -> None:
@@ -91,6 +96,9 @@ class ConformerAEDConfig:
         for name in ("self_attention_off_steps", "hard_cross_attention_steps", "cross_attention_blend_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.hard_cross_attention_target not in ("centre", "reversed"):
+            raise ValueError(f"hard_cross_attention_target must be 'centre' or 'reversed', got "
+                             f"{self.hard_cross_attention_target!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.dropout < 1.0:

@@ -66,7 +66,8 @@ class LSTMDecoder(nn.Module):
         )
 
     def step(
-        self, previous_labels: torch.Tensor, state: DecoderState, memory: AttentionMemory
+        self, previous_labels: torch.Tensor, state: DecoderState, memory: AttentionMemory,
+        position: int = 0,
     ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """One label position.
 
@@ -74,13 +75,14 @@ class LSTMDecoder(nn.Module):
             previous_labels: ``(batch,)`` int64, :data:`END_OF_SENTENCE_INDEX` at the first step.
             state: from :meth:`initial_state` or the previous step.
             memory: from ``cross_attn.remember``.
+            position: the label position of this step (0 first).
 
         Returns:
             logits ``(batch, vocab)``, the next state, attention weights ``(batch, frames)``.
         """
         embedded = self.embedding(previous_labels)
         hidden, cell = self.lstm(torch.cat([embedded, state.context], dim=-1), (state.hidden, state.cell))
-        context, weights = self.cross_attn(hidden, memory, state.accumulated_weights)
+        context, weights = self.cross_attn(hidden, memory, state.accumulated_weights, position)
         readout = self.readout(torch.cat([hidden, embedded, context], dim=-1))
         readout = readout.view(*readout.shape[:-1], -1, 2).amax(dim=-1)  # maxout over pairs
         logits = self.output(self.readout_dropout(readout))
@@ -88,7 +90,8 @@ class LSTMDecoder(nn.Module):
         return logits, DecoderState(hidden, cell, context, accumulated), weights
 
     def forward(
-        self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor, previous_labels: torch.Tensor
+        self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor, previous_labels: torch.Tensor,
+        label_positions: torch.Tensor | None = None,
     ) -> DecoderOutput:
         """Teacher-forced decoding.
 
@@ -98,15 +101,19 @@ class LSTMDecoder(nn.Module):
             previous_labels: ``(batch, label_positions)`` int64, the label before each position
                 (begin-of-sentence first). Later positions never influence earlier ones, so any
                 value may fill the padding.
+            label_positions: ``(batch,)`` valid positions per sequence (labels + end), for the
+                reversed hard cross-attention target; ``None``: unknown.
 
         Returns:
             :class:`DecoderOutput` over ``label_positions`` steps.
         """
         memory = self.cross_attn.remember(encoder_out, encoder_lengths)
+        memory.label_positions = label_positions
         state = self.initial_state(memory)
         logits, weights, contexts = [], [], []
         for position in range(previous_labels.shape[1]):
-            step_logits, state, step_weights = self.step(previous_labels[:, position], state, memory)
+            step_logits, state, step_weights = self.step(previous_labels[:, position], state, memory,
+                                                         position)
             logits.append(step_logits)
             weights.append(step_weights)
             contexts.append(state.context)
@@ -141,7 +148,7 @@ class LSTMDecoder(nn.Module):
         finished = [False] * batch
         weights, contexts = [], []
         for position in range(max_labels + 1):
-            logits, state, step_weights = self.step(previous, state, memory)
+            logits, state, step_weights = self.step(previous, state, memory, position)
             weights.append(step_weights)
             contexts.append(state.context)
             previous = logits.argmax(dim=-1)

@@ -15,7 +15,12 @@ espeak-ng training corpus of :mod:`attnprobe.corpus.training_set`, with one reci
   (relative positions clipped at 4 frames), ``long`` (three utterances per example, about 3x
   longer sequences), ``one-cycle`` (a long learning-rate warm-up: 45% of the steps up, 45% down);
 - a control: ``absolute-positions`` (sinusoidal absolute positions added, which should make a flip
-  less likely).
+  less likely);
+- ``induced-reversal``: *not* a natural flip. Cross-attention is pinned to the anti-diagonal (the
+  first label on the last frame) for the first :data:`INDUCED_SHARE` of the steps, then released
+  like ``hard-centre``: the encoder has to reverse time to serve it. It gives a reversed model to
+  test the probes, the monitor and gradient alignment on, and asks whether a reversal, once
+  learned, survives free training (the paper: flips stayed).
 
 Run names are ``<group>-seed<seed>``; :func:`experiment` looks one up, :func:`names` lists them.
 """
@@ -41,6 +46,10 @@ HARD_CENTRE_SHARE = 0.2
 HARD_CENTRE_BLEND_SHARE = 0.1
 """Hard centre cross-attention for the first 20% of the steps (the paper: about 20 of 100 epochs),
 then a linear blend to soft attention over the next 10%."""
+
+INDUCED_SHARE = 0.3
+INDUCED_BLEND_SHARE = 0.1
+"""Anti-diagonal cross-attention for the first 30% of the steps, then a blend over the next 10%."""
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,11 @@ def _groups(recipe: Recipe) -> dict[str, tuple[dict[str, Any], Recipe, str]]:
                       "does a long learning-rate warm-up (one-cycle) make the flip likelier?"),
         "absolute-positions": ({"abs_pos": True}, recipe,
                                "control: do absolute positions make the flip rarer?"),
+        "induced-reversal": ({"hard_cross_attention_steps": round(INDUCED_SHARE * steps),
+                              "cross_attention_blend_steps": round(INDUCED_BLEND_SHARE * steps),
+                              "hard_cross_attention_target": "reversed"}, recipe,
+                             "induced, not natural: does a reversal forced by backward "
+                             "cross-attention survive once the attention is free?"),
     }
 
 
