@@ -108,6 +108,20 @@ def test_the_report_lowers_the_chunk_size_to_fit_the_memory_limit(
         assert chunk == 256 or needs(2 * chunk) > options.memory_limit_bytes
 
 
+def test_report_probes_as_many_frames_as_asked(workspace: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    probed = {}
+    for asked in (5, 0):
+        out = tmp_path / f"frames-{asked}"
+        run = run_cli(capsys, "report", "--model", workspace / "tiny", "--audio",
+                      workspace / "clip.wav", "--out", out, "--max-frames", asked)
+        assert run.code == 0, run.err
+        mapping = json.loads((out / "report.json").read_text())["report"]["frame_mapping"]
+        probed[asked] = mapping["output_frames"]
+    assert len(probed[5][0]) == 5 and probed[5][0][0] == 0
+    assert probed[0] is None  # every frame, in order
+
+
 def test_report_over_the_memory_limit_is_skipped_with_the_reason(
         workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "limited"

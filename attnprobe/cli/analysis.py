@@ -25,6 +25,7 @@ from attnprobe.probes import (
     reversal_report,
     streaming_probes,
 )
+from attnprobe.probes.report import DEFAULT_MAX_FRAMES
 from attnprobe.trace import trace
 
 from .audio import Audio, read_audio
@@ -40,6 +41,7 @@ class ReportOptions:
     Attributes:
         projections: random directions per frame of the frame mapping (``None``: exact).
         chunk_size: vector-Jacobian products per backward pass.
+        max_frames: encoder output frames per utterance the frame mapping probes (``None``: all).
         memory_limit_bytes: refuse a reversal report whose frame mapping would need more.
         align: also compute a gradient alignment (needs a transcript).
         evidence_without_verdict: when the report is refused, still run the cheap attention and
@@ -48,6 +50,7 @@ class ReportOptions:
 
     projections: int | None = 4
     chunk_size: int = 256
+    max_frames: int | None = DEFAULT_MAX_FRAMES
     memory_limit_bytes: int = 4 * GIB
     align: bool = True
     evidence_without_verdict: bool = True
@@ -191,7 +194,8 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
                 f"GiB memory limit at {frames} encoder frames")
         started = time.perf_counter()
         result.report = reversal_report(loaded.model, batch, projections=options.projections,
-                                        chunk_size=chunk_size, adapter=loaded.adapter)
+                                        chunk_size=chunk_size, max_frames=options.max_frames,
+                                        adapter=loaded.adapter)
         result.seconds["reversal report"] = time.perf_counter() - started
     if options.align and result.transcript is not None:
         from .align import gradient_alignment_of  # align imports this module
@@ -238,10 +242,8 @@ def frame_mapping_bytes(frames: int, width: int, blocks: int, options: ReportOpt
     """Approximate memory of the report's frame mapping on one utterance: the gradient directions
     of every probed encoder frame, ``(projections, probed, frames, width)``, plus one chunk's
     attention gradients, ``chunk x blocks x frames^2``, in float32."""
-    from attnprobe.probes.report import DEFAULT_MAX_FRAMES
-
     directions = width if options.projections is None else options.projections
-    probed = min(frames, DEFAULT_MAX_FRAMES)
+    probed = frames if options.max_frames is None else min(frames, options.max_frames)
     chunk = min(options.chunk_size or 256, directions * probed)
     return 4 * (directions * probed * frames * width + chunk * blocks * frames * frames)
 

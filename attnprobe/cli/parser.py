@@ -6,6 +6,7 @@ import argparse
 
 from attnprobe.adapters.loading import DEFAULT_MODEL
 from attnprobe.alignment import BlankScore
+from attnprobe.probes.report import DEFAULT_MAX_FRAMES
 
 MODEL_HELP = (f"a model folder (Hugging Face Whisper / Wav2Vec2 / HuBERT, CTranslate2 Whisper, an "
               f"attnprobe Conformer checkpoint), a checkpoint file, "
@@ -82,14 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _probe_limits(command: argparse.ArgumentParser, projections: bool) -> None:
     command.add_argument("--memory-limit", type=_positive_float, default=4.0, metavar="GB",
-                         help="skip the reversal report when its frame mapping would need more "
-                              "memory than this many GiB (default: 4)")
+                         help="lower the frame mapping's chunk size to stay under this many GiB, "
+                              "and skip the reversal report when even one direction at a time "
+                              "would need more (default: 4)")
     if projections:
         command.add_argument("--projections", type=_non_negative_int, default=4, metavar="N",
                              help="random directions per frame of the frame mapping; 0 for exact "
                                   "Jacobian norms (default: 4)")
         command.add_argument("--chunk-size", type=_positive_int, default=256, metavar="N",
-                             help="vector-Jacobian products per backward pass (default: 256)")
+                             help="vector-Jacobian products per backward pass, lowered to fit "
+                                  "--memory-limit (default: 256)")
+        command.add_argument("--max-frames", type=_non_negative_int, default=DEFAULT_MAX_FRAMES,
+                             metavar="N",
+                             help="encoder frames per utterance the frame mapping probes, evenly "
+                                  f"spaced; 0 probes all (default: {DEFAULT_MAX_FRAMES})")
 
 
 def _positive_float(text: str) -> float:

@@ -81,7 +81,7 @@ def queue_result(result: UtteranceResult, pending: PendingFiles | None, prefix: 
 
 def options_from(arguments: argparse.Namespace, align: bool = True) -> ReportOptions:
     return ReportOptions(projections=arguments.projections or None,
-                         chunk_size=arguments.chunk_size,
+                         chunk_size=arguments.chunk_size, max_frames=arguments.max_frames or None,
                          memory_limit_bytes=int(arguments.memory_limit * GIB), align=align)
 
 
