@@ -147,7 +147,8 @@ def block_figure(runs: list[dict[str, Any]], path: Path) -> None:
 
     columns = min(5, len(runs))
     rows = -(-len(runs) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False,
+                             gridspec_kw={"hspace": 0.6})
     image = None
     for axis, run in zip(axes.flat, runs):
         scores = [record["reversal_scores"] for record in run["monitor"]]
