@@ -20,7 +20,8 @@ espeak-ng training corpus of :mod:`attnprobe.corpus.training_set`, with one reci
   first label on the last frame) for the first :data:`INDUCED_SHARE` of the steps, then released
   like ``hard-centre``: the encoder has to reverse time to serve it. It gives a reversed model to
   test the probes, the monitor and gradient alignment on, and asks whether a reversal, once
-  learned, survives free training (the paper: flips stayed).
+  learned, survives free training (the paper: flips stayed); ``induced-aux-ctc`` adds the
+  auxiliary CTC mitigation to it.
 
 Run names are ``<group>-seed<seed>``; :func:`experiment` looks one up, :func:`names` lists them.
 """
@@ -179,6 +180,12 @@ def _groups(recipe: Recipe) -> dict[str, tuple[dict[str, Any], Recipe, str]]:
                               "hard_cross_attention_target": "reversed"}, recipe,
                              "induced, not natural: does a reversal forced by backward "
                              "cross-attention survive once the attention is free?"),
+        "induced-aux-ctc": ({"hard_cross_attention_steps": round(INDUCED_SHARE * steps),
+                             "cross_attention_blend_steps": round(INDUCED_BLEND_SHARE * steps),
+                             "hard_cross_attention_target": "reversed",
+                             "aux_ctc_blocks": (1, 3)}, recipe,
+                            "does auxiliary CTC on blocks 2 and 4 keep the encoder from "
+                            "reversing under backward cross-attention, or undo it?"),
     }
 
 
