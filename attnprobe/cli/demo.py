@@ -110,9 +110,9 @@ def run_demo(arguments: argparse.Namespace) -> int:
     pending = PendingFiles(out)
     sections = []
     results: list[UtteranceResult] = []
-    # One random direction on 24 probed frames: the verdict needs only each probed row's argmax,
+    # One random direction on 16 probed frames: the verdict needs only each probed row's argmax,
     # and the demo should finish in under a minute (`attnprobe report` defaults to 4 on 48).
-    options = ReportOptions(projections=1, chunk_size=64, max_frames=24,
+    options = ReportOptions(projections=1, chunk_size=64, max_frames=16,
                             memory_limit_bytes=int(arguments.memory_limit * 2**30),
                             evidence_without_verdict=arguments.evidence)
     for model in models:
