@@ -2,7 +2,12 @@
 at which block, with the evidence of every probe that applies to the model's family.
 
 The verdict comes from the frame mapping (:mod:`attnprobe.probes.frame_mapping`): it needs nothing
-but the encoder, so it applies to every family, trained or not. The other probes are evidence:
+but the encoder, so it applies to every family, trained or not. One exception: the frame mapping
+follows each output frame's *largest* input derivative, which the residual path can keep at home
+while the content the decoder reads has moved (seen on the reproduction's induced reversals,
+``docs/reproduction.md``). When the frame mapping sees no reversal but the decoder's two probes
+both do (gradient maps of an aligned decoder turn at block ``k``, and the cross-attention runs
+backwards), the verdict is theirs. The other probes are evidence:
 
 - gradient maps and cross-attention monotonicity (encoder-decoder models given labels) show the
   reversal from the decoder's side; they only carry a verdict once the decoder aligns labels with
@@ -36,10 +41,9 @@ from .gradient_maps import GradientMaps, gradient_maps
 from .result import REVERSAL_THRESHOLD, ProbeResult, as_speech_batch, find_adapter_for
 from .streaming import streaming_probes
 
-
-
 DEFAULT_MAX_FRAMES = 48
 """Output frames per sequence the report's frame mapping probes (evenly spaced)."""
+
 
 @dataclass(repr=False)
 class ReversalReport(ProbeResult):
@@ -47,7 +51,8 @@ class ReversalReport(ProbeResult):
 
     Attributes:
         family: the adapter family that ran the model.
-        frame_mapping: decides the verdict.
+        frame_mapping: decides the verdict, unless the gradient maps and cross-attention agree
+            on a reversal it does not see (:attr:`decided_by`).
         gradient_maps / cross_attention: ``None`` without a decoder or without labels.
         diagonality / dominance: ``None`` where the adapter exposes no such sites.
         notes: what agrees, what does not, and what could not be measured (and why).
@@ -61,13 +66,27 @@ class ReversalReport(ProbeResult):
     dominance: BranchDominance | None = None
     notes: list[str] = field(default_factory=list)
 
-    derived: ClassVar[tuple[str, ...]] = ("verdict", "reversed", "reversed_at")
+    derived: ClassVar[tuple[str, ...]] = ("verdict", "reversed", "reversed_at", "decided_by")
+
+    @property
+    def decided_by(self) -> str:
+        """``"frame mapping"``, or ``"gradient maps and cross-attention"`` when those two agree on
+        a reversal that the frame mapping does not see."""
+        maps, cross = self.gradient_maps, self.cross_attention
+        if (self.frame_mapping.reversed_at is None and maps is not None and maps.aligned
+                and maps.turned_at is not None and cross is not None
+                and cross.verdict == "reversed"):
+            return "gradient maps and cross-attention"
+        return "frame mapping"
 
     @property
     def reversed_at(self) -> int | None:
         """Index of the encoder block whose output is the first reversed one (site
         ``encoder.<index>``, counted from 0), or ``None``."""
-        return self.frame_mapping.reversed_at
+        if self.decided_by == "frame mapping":
+            return self.frame_mapping.reversed_at
+        assert self.gradient_maps is not None
+        return self.gradient_maps.turned_at
 
     @property
     def reversed(self) -> bool:
@@ -76,7 +95,7 @@ class ReversalReport(ProbeResult):
     @property
     def verdict(self) -> str:
         """``"not reversed"`` or ``"reversed at block <k>"``."""
-        return self.frame_mapping.verdict
+        return "not reversed" if self.reversed_at is None else f"reversed at block {self.reversed_at}"
 
     def summary(self) -> str:
         lines = [f"reversal report ({self.family}): {self.verdict.upper()}"]
@@ -145,8 +164,11 @@ def _evidence(report: ReversalReport) -> list[str]:
     notes = []
     block = report.reversed_at
     mapping = report.frame_mapping
+    hidden = "" if report.decided_by == "frame mapping" else \
+        " (disagrees: the residual path can hide a reversal from it; the verdict follows the " \
+        "gradient maps and cross-attention)"
     notes.append(f"frame mapping: {mapping.verdict}; reversal score of the last block "
-                 f"{mapping.scores[-1]:+.2f}")
+                 f"{mapping.scores[-1]:+.2f}{hidden}")
     if report.gradient_maps is not None:
         maps = report.gradient_maps
         agreement = ("agrees" if maps.turned_at == block else "disagrees") if maps.aligned \
