@@ -171,8 +171,8 @@ def _from_path(path: Path) -> LoadedModel:
 
 def _holds_conformer_run(folder: Path) -> bool:
     """A reproduction run folder (``config.json`` of the experiment next to ``.pt`` checkpoints)
-    rather than a Hugging Face folder, whose weights are ``.safetensors`` or ``.bin`` files."""
-    hugging_face_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+    rather than a Hugging Face folder, which holds one of :data:`HUGGING_FACE_WEIGHTS`."""
+    hugging_face_weights = any((folder / weights).is_file() for weights in HUGGING_FACE_WEIGHTS)
     return not hugging_face_weights and (any(folder.glob("*.pt"))
                                          or (folder / "checkpoints").is_dir())
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from attnprobe.adapters.loading import LoadedModel
 from attnprobe.adapters.text import Transcript
+
 from attnprobe.attribution.align import model_forward
 from attnprobe.attribution.scores import gradient_scores
 from attnprobe.batch import SpeechBatch
@@ -87,8 +86,7 @@ def _compute(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcript) ->
         scores[scored_input] = result.item(0).float().numpy()
         subsampling[scored_input] = result.subsampling
     started = time.perf_counter()
-    with torch.no_grad():
-        cross = cross_attention_alignment_of(loaded, batch, transcript)
+    cross = cross_attention_alignment_of(loaded, batch, transcript)  # runs under no_grad itself
     seconds["cross_attention"] = time.perf_counter() - started
     words = [(word.text, word.start_s, word.end_s) for word in cross.words]
     return UtteranceScores(list(transcript.tokens), scores, subsampling, seconds, words,

@@ -8,6 +8,8 @@ from attnprobe.adapters.loading import DEFAULT_MODEL
 from attnprobe.alignment import BlankScore
 from attnprobe.probes.report import DEFAULT_MAX_FRAMES
 
+from .align import GradientSettings
+
 MODEL_HELP = (f"a model folder (Hugging Face Whisper / Wav2Vec2 / HuBERT, CTranslate2 Whisper, an "
               f"attnprobe Conformer checkpoint), a checkpoint file, "
               f"'torchaudio:<builder>:<weights.pt>', a hub id 'owner/name', or {DEFAULT_MODEL!r} "
@@ -70,12 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output format (default: table)")
     align.add_argument("--out", metavar="PATH",
                        help="output file (one audio file) or folder (several); default: print")
-    align.add_argument("--blank", type=blank_score, default=BlankScore(
-                           "percentile", reduction="mean", percentile=50.0), metavar="B",
+    align.add_argument("--blank", type=blank_score, default=GradientSettings.blank, metavar="B",
                        help="gradient method: blank score of the Viterbi, a constant such as -6 "
                             "(the paper's for 10 ms frames) or REDUCTION:P for the percentile-"
                             "mirrored blank, e.g. mean:80 or log_mean_exp:60 (default: mean:50)")
-    align.add_argument("--close-gaps", type=_non_negative_float, default=300.0, metavar="MS",
+    align.add_argument("--close-gaps", type=_non_negative_float,
+                       default=1000 * GradientSettings.max_gap_s, metavar="MS",
                        help="gradient method: gaps of at most MS milliseconds between words "
                             "join the following word; 0 keeps them (default: 300)")
     return parser
