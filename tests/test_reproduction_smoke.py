@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,24 @@ def test_sweep_skips_finished_runs(finished_run) -> None:
     finished = smoke_experiment()
     other = dataclasses.replace(finished, seed=1)
     assert sweep.pending([finished, other], runs_dir) == [other]
+
+
+def test_seed_major_order_keeps_whole_seeds_together() -> None:
+    runs = [run for run in all_experiments(seeds=(0, 1, 2)) if run.group in ("aux-ctc", "hard-centre")]
+    ordered = sweep.seed_major(runs)
+    assert [run.name for run in ordered[:4]] == ["aux-ctc-seed0", "hard-centre-seed0",
+                                                 "aux-ctc-seed1", "hard-centre-seed1"]
+    assert sorted(run.name for run in ordered) == sorted(run.name for run in runs)
+
+
+def test_evaluate_last_only_skips_the_earlier_checkpoints(finished_run, splits, tmp_path) -> None:
+    copy = tmp_path / finished_run.name
+    shutil.copytree(finished_run, copy)
+    (copy / evaluate.EVALUATION_NAME).unlink(missing_ok=True)
+    evaluation = evaluate.evaluate_run(copy, dev_examples=fixed_examples(splits[1], 4),
+                                       log=lambda line: None, last_only=True)
+    assert list(evaluation["checkpoints"]) == ["4"]
+    assert "dev_character_error_rate" in evaluation["checkpoints"]["4"]
 
 
 def test_evaluate_and_table_read_the_run(finished_run, splits, tmp_path) -> None:

@@ -3,6 +3,7 @@
     python -m benchmarks.reproduction.sweep --list                      # what is done, what is not
     python -m benchmarks.reproduction.sweep --groups baseline --jobs 2  # the baseline seeds
     python -m benchmarks.reproduction.sweep                             # everything, in GROUPS order
+    python -m benchmarks.reproduction.sweep --groups aux-ctc hard-centre --seed-major --jobs 2
 
 Each run is its own process (``python -m benchmarks.reproduction.train <name>``) at ``nice``
 10 with one thread, so the machine stays usable and each run is deterministic. A run is finished
@@ -26,6 +27,11 @@ from .train import SUMMARY_NAME, prepare_corpus
 def pending(experiments: list[Experiment], runs_dir: Path) -> list[Experiment]:
     """The experiments without a ``summary.json``, in order."""
     return [run for run in experiments if not (runs_dir / run.name / SUMMARY_NAME).exists()]
+
+
+def seed_major(experiments: list[Experiment]) -> list[Experiment]:
+    """``experiments`` ordered by seed first, keeping the group order within a seed."""
+    return sorted(experiments, key=lambda run: run.seed)  # sorted() is stable
 
 
 def _command(run: Experiment, runs_dir: Path, corpus: str, steps: int | None, niceness: int
@@ -73,12 +79,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at the same time (one core each)")
     parser.add_argument("--nice", type=int, default=10, help="niceness of the runs (default: 10)")
     parser.add_argument("--steps", type=int, help="override the recipe's step count (smoke sweeps)")
+    parser.add_argument("--seed-major", action="store_true",
+                        help="every group's seed 0, then seed 1, ...: a sweep stopped early leaves "
+                             "whole seeds across the groups rather than whole groups")
     parser.add_argument("--list", action="store_true", help="print what is finished and stop")
     arguments = parser.parse_args(argv)
     runs_dir = Path(arguments.runs_dir)
     recipe = Recipe() if arguments.steps is None else Recipe(steps=arguments.steps)
     chosen = [run for run in all_experiments(recipe, tuple(arguments.seeds))
               if run.group in arguments.groups]
+    if arguments.seed_major:
+        chosen = seed_major(chosen)
     todo = pending(chosen, runs_dir)
     if arguments.list:
         for run in chosen:
