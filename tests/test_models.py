@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,47 +12,13 @@ from torch import nn
 
 from attnprobe.models import (
     END_OF_SENTENCE_INDEX,
-    FIRST_REAL_LABEL,
     ConformerAED,
     ConformerAEDConfig,
     valid_frames_mask,
 )
 
-VOCAB = 24
-
-
-def tiny_model(seed: int = 0, **overrides: object) -> ConformerAED:
-    """A small model in eval mode; an even conv kernel and absolute positions cover those paths."""
-    torch.manual_seed(seed)
-    options: dict[str, object] = dict(vocab_size=VOCAB, blocks=2, conv_kernel=6, abs_pos=True)
-    options.update(overrides)
-    return ConformerAED(ConformerAEDConfig.tiny(**options)).eval()
-
-
-def padded_features(lengths: list[int], n_mels: int = 80, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random features whose padding holds large garbage, so any leak from padding shows."""
-    generator = torch.Generator().manual_seed(seed)
-    features = torch.randn(len(lengths), max(lengths), n_mels, generator=generator)
-    lengths_tensor = torch.tensor(lengths)
-    padding = ~valid_frames_mask(lengths_tensor, max(lengths))
-    garbage = 100.0 * torch.randn(features.shape, generator=generator)
-    return torch.where(padding[..., None], garbage, features), lengths_tensor
-
-
-def padded_labels(counts: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    labels = torch.randint(FIRST_REAL_LABEL, VOCAB, (len(counts), max(counts)), generator=generator)
-    counts_tensor = torch.tensor(counts)
-    return labels.masked_fill(~valid_frames_mask(counts_tensor, max(counts)), 0), counts_tensor
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """The shapes here are tiny: a second OpenMP thread only adds contention (5x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from .conformer_inputs import VOCAB, padded_features, padded_labels, tiny_model
+from .conformer_inputs import single_thread  # noqa: F401  (autouse: importing it applies it here)
 
 
 @pytest.fixture(scope="module")
@@ -218,30 +183,6 @@ def test_disabled_self_attention_mixes_nothing_across_time() -> None:
         torch.testing.assert_close(separate, attention.output(attention.value(branch.norm(x))))
 
 
-def test_hard_centre_cross_attention_puts_all_weight_on_the_middle_frame() -> None:
-    model = tiny_model()
-    features, lengths = padded_features([70, 50, 25])
-    labels, label_lengths = padded_labels([4, 3, 2])
-    with torch.no_grad():
-        soft = model(features, lengths, labels, label_lengths)
-        model.decoder.cross_attn.hard_center_weight = 1.0
-        hard = model(features, lengths, labels, label_lengths)
-        model.decoder.cross_attn.hard_center_weight = 0.25
-        blended = model(features, lengths, labels, label_lengths)
-    assert soft.cross_attention is not None and hard.cross_attention is not None
-    assert blended.cross_attention is not None
-    frames = hard.cross_attention.shape[-1]
-    centres = torch.nn.functional.one_hot(hard.encoder_lengths // 2, frames).float()
-    assert hard.encoder_lengths.tolist() == [11, 8, 4]
-    assert torch.equal(hard.cross_attention, centres[:, None, :].expand_as(hard.cross_attention))
-    # The first step has no history, so its blend is exactly the blend of the two weight vectors.
-    torch.testing.assert_close(
-        blended.cross_attention[:, 0], 0.75 * soft.cross_attention[:, 0] + 0.25 * centres
-    )
-    padded = ~valid_frames_mask(hard.encoder_lengths, frames)
-    assert bool((blended.cross_attention.masked_select(padded[:, None, :]) == 0).all())
-
-
 def test_cross_attention_taps_get_all_steps_once_per_forward() -> None:
     model = tiny_model()
     cross_attention = model.decoder.cross_attn
@@ -322,61 +263,6 @@ def test_loss_decreases_when_overfitting_one_batch() -> None:
     # Only a model that learned to emit end-of-sentence stops after the reference labels.
     model.eval()
     assert model.greedy_decode(features, lengths) == [labels[0, :5].tolist(), labels[1, :4].tolist()]
-
-
-def test_set_training_step_switches_the_mitigations_at_the_configured_steps() -> None:
-    model = ConformerAED(
-        ConformerAEDConfig.tiny(
-            vocab_size=VOCAB,
-            blocks=2,
-            self_attention_off_steps=3,
-            hard_cross_attention_steps=2,
-            cross_attention_blend_steps=4,
-        )
-    )
-    expected = {
-        0: (True, 1.0),
-        2: (True, 1.0),
-        3: (False, 0.75),
-        5: (False, 0.25),
-        6: (False, 0.0),
-        100: (False, 0.0),
-    }
-    for step, (attention_off, hard_weight) in expected.items():
-        model.set_training_step(step)
-        assert [block.self_attn.attention.disabled for block in model.encoder.blocks] == [attention_off] * 2
-        assert model.decoder.cross_attn.hard_center_weight == pytest.approx(hard_weight)
-    plain = tiny_model()
-    plain.set_training_step(0)
-    assert not plain.encoder.blocks[0].self_attn.attention.disabled
-    assert plain.decoder.cross_attn.hard_center_weight == 0.0
-
-
-@settings(max_examples=10, deadline=None)
-@given(lengths=st.lists(st.integers(36, 90), min_size=1, max_size=3), labels_seed=st.integers(0, 99))
-def test_the_reversed_hard_target_runs_the_anti_diagonal(lengths: list[int], labels_seed: int
-                                                         ) -> None:
-    """First label position on the last encoder frame, the end symbol on the first, in between
-    non-increasing and spread over each sequence's own labels and frames."""
-    model = tiny_model(hard_cross_attention_steps=5, hard_cross_attention_target="reversed").eval()
-    model.set_training_step(0)
-    features, feature_lengths = padded_features(lengths)
-    generator = torch.Generator().manual_seed(labels_seed)
-    label_lengths = torch.randint(2, 6, (len(lengths),), generator=generator)
-    labels = torch.randint(2, VOCAB, (len(lengths), int(label_lengths.max())), generator=generator)
-    output = model(features, feature_lengths, labels, label_lengths)
-    for index, (frames, count) in enumerate(zip(output.encoder_lengths.tolist(),
-                                                label_lengths.tolist())):
-        weights = output.cross_attention[index, : count + 1, :frames]
-        assert torch.allclose(weights.sum(-1), torch.ones(count + 1))
-        peaks = weights.argmax(-1).tolist()
-        assert weights.max(-1).values.eq(1.0).all()
-        assert peaks[0] == frames - 1 and peaks[-1] == 0
-        assert peaks == sorted(peaks, reverse=True)
-    model.set_training_step(10)
-    assert model.decoder.cross_attn.hard_center_weight == 0.0
-    with pytest.raises(ValueError, match="'centre' or 'reversed'"):
-        ConformerAEDConfig.tiny(hard_cross_attention_target="diagonal")
 
 
 def test_config_round_trips_through_json_and_rejects_nonsense() -> None:

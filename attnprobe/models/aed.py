@@ -178,9 +178,9 @@ class ConformerAED(nn.Module):
         """Set the mitigation switches for optimiser step ``step`` from the config.
 
         Self-attention is off while ``step < self_attention_off_steps``. Cross-attention is a hard
-        one-hot (on the centre frame, or the anti-diagonal with ``hard_cross_attention_target=
-        "reversed"``) while ``step < hard_cross_attention_steps``, then blends
-        linearly to soft attention over ``cross_attention_blend_steps`` steps.
+        one-hot (on the centre frame, the first frame with ``hard_cross_attention_target="start"``,
+        or the anti-diagonal with ``"reversed"``) while ``step < hard_cross_attention_steps``,
+        then blends linearly to soft attention over ``cross_attention_blend_steps`` steps.
         """
         config = self.config
         attention_off = step < config.self_attention_off_steps

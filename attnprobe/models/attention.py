@@ -130,6 +130,18 @@ class AttentionMemory:
         frame = torch.round((lengths - 1) * (1.0 - progress)).long()
         return F.one_hot(frame, self.valid.shape[1]).to(self.values.dtype)
 
+    def hard_target(self, target: str, position: int) -> torch.Tensor:
+        """``(batch, frames)`` one-hot of the hard cross-attention ``target`` at label position
+        ``position``: ``"centre"`` (frame ``floor(T / 2)``), ``"start"`` (frame 0) or
+        ``"reversed"`` (:meth:`reversed_diagonal`)."""
+        if target == "centre":
+            return self.center
+        if target == "start":
+            start = torch.zeros_like(self.center)
+            start[:, 0] = 1.0
+            return start
+        return self.reversed_diagonal(position)
+
 
 class AdditiveAttention(nn.Module):
     """Single-head MLP attention with weight feedback, called once per decoder step.
@@ -140,8 +152,9 @@ class AdditiveAttention(nn.Module):
     Attributes:
         hard_center_weight: 0 gives the learned soft weights, 1 a hard one-hot on frame
             ``floor(length / 2)``, values in between the linear blend of the two weight vectors.
-        hard_target: ``"centre"`` or ``"reversed"``: the one-hot of ``hard_center_weight`` on the
-            centre frame, or on the anti-diagonal (:meth:`AttentionMemory.reversed_diagonal`).
+        hard_target: ``"centre"``, ``"start"`` or ``"reversed"``: the one-hot of
+            ``hard_center_weight`` on the centre frame, the first frame, or the anti-diagonal
+            (:meth:`AttentionMemory.hard_target`).
         attention_tap: the decoder passes it all steps' weights ``(batch, 1, label_positions,
             frames)`` once per forward, while ``attention_tap.active > 0``.
         context_tap: likewise the attention outputs ``(batch, label_positions, encoder_dim)``.
@@ -184,7 +197,7 @@ class AdditiveAttention(nn.Module):
             query: ``(batch, query_dim)`` decoder LSTM output.
             memory: from :meth:`remember`.
             accumulated_weights: ``(batch, frames)`` from :meth:`accumulate` over previous steps.
-            position: the label position (decoder step), for the reversed hard target.
+            position: the label position (decoder step), for the anti-diagonal hard target.
 
         Returns:
             context ``(batch, encoder_dim)`` and weights ``(batch, frames)``.
@@ -197,8 +210,7 @@ class AdditiveAttention(nn.Module):
         energies = self.energy(torch.tanh(energy_input)).squeeze(-1)
         weights = torch.softmax(energies.masked_fill(~memory.valid, float("-inf")), dim=-1)
         if self.hard_center_weight > 0.0:
-            target = memory.center if self.hard_target == "centre" else \
-                memory.reversed_diagonal(position)
+            target = memory.hard_target(self.hard_target, position)
             weights = (1.0 - self.hard_center_weight) * weights + self.hard_center_weight * target
         context = (weights[:, None, :] @ memory.values).squeeze(1)
         return context, weights

@@ -22,6 +22,9 @@ END_OF_SENTENCE_INDEX = 1
 FIRST_REAL_LABEL = 2
 """Real vocabulary labels are ``FIRST_REAL_LABEL .. vocab_size - 1``."""
 
+HARD_CROSS_ATTENTION_TARGETS = ("centre", "start", "reversed")
+"""Where :attr:`ConformerAEDConfig.hard_cross_attention_target` can pin cross-attention."""
+
 
 @dataclass(frozen=True)
 class ConformerAEDConfig:
@@ -54,7 +57,8 @@ class ConformerAEDConfig:
     cross_attention_blend_steps: int = 0
     hard_cross_attention_target: str = "centre"
     """Where the hard cross-attention points: ``"centre"`` (the paper's mitigation: every label on
-    frame ``floor(T / 2)``) or ``"reversed"`` (label position ``s`` of ``P`` on frame
+    frame ``floor(T / 2)``), ``"start"`` (every label on frame 0: the paper's explanation of the
+    flip starts from a decoder that reads the first frames early in training) or ``"reversed"`` (label position ``s`` of ``P`` on frame
     ``round((T - 1) (1 - s / (P - 1)))``, the anti-diagonal: forces the encoder to reverse time,
     to study a flipped model on purpose)."""
     label_smoothing: float = 0.1
@@ -96,8 +100,9 @@ class ConformerAEDConfig:
         for name in ("self_attention_off_steps", "hard_cross_attention_steps", "cross_attention_blend_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.hard_cross_attention_target not in ("centre", "reversed"):
-            raise ValueError(f"hard_cross_attention_target must be 'centre' or 'reversed', got "
+        if self.hard_cross_attention_target not in HARD_CROSS_ATTENTION_TARGETS:
+            raise ValueError(f"hard_cross_attention_target must be one of "
+                             f"{', '.join(map(repr, HARD_CROSS_ATTENTION_TARGETS))}, got "
                              f"{self.hard_cross_attention_target!r}")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")

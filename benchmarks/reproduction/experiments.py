@@ -13,7 +13,11 @@ espeak-ng training corpus of :mod:`attnprobe.corpus.training_set`, with one reci
 - conditions that should make a flip likelier: ``deep`` (12 blocks), ``no-positions`` (relative
   positions clipped at 0, so only convolution padding tells where a frame is), ``short-clip``
   (relative positions clipped at 4 frames), ``long`` (three utterances per example, about 3x
-  longer sequences), ``one-cycle`` (a long learning-rate warm-up: 45% of the steps up, 45% down);
+  longer sequences), ``one-cycle`` (a long learning-rate warm-up: 45% of the steps up, 45% down),
+  ``hard-start`` (cross-attention pinned to the first frame for the first :data:`HARD_CENTRE_SHARE`
+  of the steps, then blended to soft attention: the paper explains the flip by a decoder that reads
+  the first frames early in training, which pushes self-attention to bring every informative frame
+  to the start);
 - a control: ``absolute-positions`` (sinusoidal absolute positions added, which should make a flip
   less likely);
 - ``induced-reversal``: *not* a natural flip. Cross-attention is pinned to the anti-diagonal (the
@@ -173,6 +177,11 @@ def _groups(recipe: Recipe) -> dict[str, tuple[dict[str, Any], Recipe, str]]:
                  "do 3x longer sequences make the flip likelier?"),
         "one-cycle": ({}, dataclasses.replace(recipe, schedule="one-cycle"),
                       "does a long learning-rate warm-up (one-cycle) make the flip likelier?"),
+        "hard-start": ({"hard_cross_attention_steps": round(HARD_CENTRE_SHARE * steps),
+                        "cross_attention_blend_steps": round(HARD_CENTRE_BLEND_SHARE * steps),
+                        "hard_cross_attention_target": "start"}, recipe,
+                       "does a decoder that reads only the first frame early on (the paper's "
+                       "explanation of the cause) make the flip likelier?"),
         "absolute-positions": ({"abs_pos": True}, recipe,
                                "control: do absolute positions make the flip rarer?"),
         "induced-reversal": ({"hard_cross_attention_steps": round(INDUCED_SHARE * steps),
