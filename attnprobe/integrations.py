@@ -56,14 +56,18 @@ def _lightning_callback_class() -> type:
     class FlipMonitorLightningCallback(Callback):
         """A Lightning ``Callback`` that calls ``monitor.step(trainer.global_step)`` after every
         training batch. The global step counts optimiser steps and the monitor probes a step once,
-        so gradient accumulation still probes once per ``every`` optimiser steps."""
+        so gradient accumulation still probes once per ``every`` optimiser steps. Batches before
+        the first optimiser step (global step 0 under gradient accumulation) are skipped, as the
+        Hugging Face callback never sees them: call ``monitor.step(0)`` before ``fit`` to probe
+        the initial model."""
 
         def __init__(self, monitor: Any) -> None:
             self.monitor = monitor
 
         def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
                                batch_idx: int) -> None:
-            self.monitor.step(trainer.global_step)
+            if trainer.global_step > 0:
+                self.monitor.step(trainer.global_step)
 
     FlipMonitorLightningCallback.__module__ = __name__
     return FlipMonitorLightningCallback

@@ -3,11 +3,9 @@ training; the framework callbacks drive it."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import subprocess
 import sys
-from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
@@ -166,48 +164,6 @@ def test_importing_the_integrations_imports_no_framework() -> None:
             "if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
-
-
-def quiet_monitor() -> FlipMonitor:
-    return FlipMonitor(tiny_model(), probe_batch(), every=2, on_flip=lambda event: None)
-
-
-def test_hugging_face_trainer_callback_calls_the_monitor() -> None:
-    transformers = pytest.importorskip("transformers")
-    from attnprobe.integrations import FlipMonitorTrainerCallback
-
-    assert issubclass(FlipMonitorTrainerCallback, transformers.TrainerCallback)
-    monitor = quiet_monitor()
-    callback = FlipMonitorTrainerCallback(monitor)
-    control = transformers.TrainerControl()
-    for step in range(1, 6):
-        state = transformers.TrainerState(global_step=step)
-        callback.on_step_end(SimpleNamespace(), state, control, model=monitor.model)
-    assert [record.step for record in monitor.history] == [2, 4]
-
-
-def test_lightning_callback_calls_the_monitor_once_per_optimiser_step() -> None:
-    lightning = lightning_package()
-    from attnprobe.integrations import FlipMonitorLightningCallback
-
-    assert issubclass(FlipMonitorLightningCallback, lightning.Callback)
-    monitor = quiet_monitor()
-    callback = FlipMonitorLightningCallback(monitor)
-    # Two micro-batches per optimiser step (gradient accumulation): each global step comes twice.
-    for batch_index, global_step in enumerate([1, 1, 2, 2, 3, 3, 4, 4]):
-        trainer = SimpleNamespace(global_step=global_step)
-        callback.on_train_batch_end(trainer, monitor.model, None, None, batch_index)
-    assert [record.step for record in monitor.history] == [2, 4]
-
-
-def lightning_package() -> ModuleType:
-    for name in ("lightning.pytorch", "pytorch_lightning"):
-        try:
-            return importlib.import_module(name)
-        except ImportError:
-            continue
-    pytest.skip("Lightning is not installed (pip install lightning); the Lightning callback is "
-                "created only where Lightning can be imported")
 
 
 def test_unknown_integration_names_what_exists() -> None:
