@@ -147,7 +147,7 @@ def test_seed_major_order_keeps_whole_seeds_together() -> None:
     assert sorted(run.name for run in ordered) == sorted(run.name for run in runs)
 
 
-def test_evaluate_last_only_skips_the_earlier_checkpoints(finished_run, splits, tmp_path) -> None:
+def test_evaluate_last_only_skips_the_earlier_checkpoints_and_reports_refresh(finished_run, splits, tmp_path) -> None:
     copy = tmp_path / finished_run.name
     shutil.copytree(finished_run, copy)
     (copy / evaluate.EVALUATION_NAME).unlink(missing_ok=True)
@@ -155,6 +155,17 @@ def test_evaluate_last_only_skips_the_earlier_checkpoints(finished_run, splits, 
                                        log=lambda line: None, last_only=True)
     assert list(evaluation["checkpoints"]) == ["4"]
     assert "dev_character_error_rate" in evaluation["checkpoints"]["4"]
+    stale = json.loads((copy / evaluate.EVALUATION_NAME).read_text())
+    stale["checkpoints"]["4"]["report"]["verdict"] = "stale"
+    (copy / evaluate.EVALUATION_NAME).write_text(json.dumps(stale))
+    kept = evaluate.evaluate_run(copy, dev_examples=fixed_examples(splits[1], 4), log=lambda line: None,
+                                 last_only=True)
+    assert kept["checkpoints"]["4"]["report"]["verdict"] == "stale"
+    refreshed = evaluate.evaluate_run(copy, dev_examples=fixed_examples(splits[1], 4),
+                                      log=lambda line: None, last_only=True, refresh_reports=True)
+    before, after = evaluation["checkpoints"]["4"], refreshed["checkpoints"]["4"]
+    assert after["report"] == before["report"]
+    assert after["timestamp_errors"] == before["timestamp_errors"]
 
 
 def test_evaluate_and_table_read_the_run(finished_run, splits, tmp_path) -> None:
@@ -168,6 +179,9 @@ def test_evaluate_and_table_read_the_run(finished_run, splits, tmp_path) -> None
     runs = table.load_runs(finished_run.parent)
     text = table.markdown(runs)
     assert "| baseline-seed0 |" in text and "| baseline | 1 |" in text
+    dominance = table.dominance_table(runs)
+    ratios = last["report"]["dominance_ratio"]
+    assert f"{ratios[1][1]:.2f} |" in dominance.splitlines()[-1]
     table.figure(runs, tmp_path / "figure.png")
     table.block_figure(runs, tmp_path / "blocks.png")
     assert (tmp_path / "figure.png").stat().st_size > 0 and (tmp_path / "blocks.png").stat().st_size > 0

@@ -103,12 +103,14 @@ def alignment_errors(model: ConformerAED, examples: Sequence[Example]) -> dict[s
 
 
 def evaluate_run(run_dir: Path, all_metrics: bool = False, log: Any = print,
-                 dev_examples: Sequence[Example] | None = None, last_only: bool = False
-                 ) -> dict[str, Any]:
+                 dev_examples: Sequence[Example] | None = None, last_only: bool = False,
+                 refresh_reports: bool = False) -> dict[str, Any]:
     """Evaluate every checkpoint of one finished run (the last one alone with ``last_only``);
     returns (and saves) ``evaluation.json``.
 
     ``dev_examples`` defaults to the dev split of the run's corpus, joined as in training.
+    ``refresh_reports`` recomputes the reversal reports already saved (after a change to
+    :func:`attnprobe.reversal_report`); the dev CER and TSE are kept.
     """
     if dev_examples is None:
         config = json.loads((run_dir / "config.json").read_text())
@@ -123,7 +125,7 @@ def evaluate_run(run_dir: Path, all_metrics: bool = False, log: Any = print,
         key = str(step)
         entry = evaluation["checkpoints"].get(key, {})
         started = time.perf_counter()
-        if "report" not in entry:
+        if "report" not in entry or refresh_reports:
             entry["report"] = report_summary(model, dev_examples[:REPORT_EXAMPLES])
         if (all_metrics or checkpoint == checkpoints[-1]) and "dev_character_error_rate" not in entry:
             entry["dev_character_error_rate"] = character_error_rate(model, dev_examples)
@@ -143,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="dev CER and TSE on every checkpoint, not just the last")
     parser.add_argument("--last-only", action="store_true",
                         help="evaluate the last checkpoint alone (the monitor log has the rest)")
+    parser.add_argument("--refresh-reports", action="store_true",
+                        help="recompute saved reversal reports (after a change to the report)")
     arguments = parser.parse_args(argv)
     torch.set_num_threads(1)
     runs_dir = Path(arguments.runs_dir)
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{name}: not finished (no {SUMMARY_NAME}); train it first")
             continue
         evaluate_run(runs_dir / name, arguments.all_metrics, log=lambda line: print(line, flush=True),
-                     last_only=arguments.last_only)
+                     last_only=arguments.last_only, refresh_reports=arguments.refresh_reports)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,25 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def dominance_table(runs: list[dict[str, Any]], branch: str = "self_attn") -> str:
+    """Branch dominance at the last evaluated checkpoint: ``branch``'s output norm over the norm of
+    the residual it is added to, per encoder block (the paper saw the MHSA branch of the flipping
+    block grow larger than its residual). Runs without an evaluation are left out."""
+    rows = []
+    for run in runs:
+        report = _last_evaluated(run["evaluation"]).get("report", {})
+        branches = report.get("dominance_branches")
+        if not branches or branch not in branches:
+            continue
+        column = branches.index(branch)
+        ratios = " ".join(f"{row[column]:.2f}" for row in report["dominance_ratio"])
+        rows.append(f"| {run['summary']['name']} | {report['verdict']} | {ratios} |")
+    if not rows:
+        return ""
+    return "\n".join([f"| run | evaluate.py verdict | {branch} / residual norm, per block |",
+                      "|---|---|---|", *rows])
+
+
 def figure(runs: list[dict[str, Any]], path: Path) -> None:
     """Reversal score of the last encoder block (solid) and cross-attention monotonicity (dotted)
     against the training step, one panel per group, one colour per seed."""
@@ -179,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         raise SystemExit(f"no finished runs under {arguments.runs_dir}; run the sweep first")
     print(markdown(runs))
+    dominance = dominance_table(runs)
+    if dominance:
+        print("\n" + dominance)
     if arguments.figure is not None:
         figure(runs, arguments.figure)
         print(f"\nfigure: {arguments.figure}")
