@@ -22,6 +22,7 @@ from .reducers import StreamingReducer
 from .sites import SITE_KINDS, Site
 from .trace import Trace, trace
 from .probes import reversal_report
+from .monitor import EncoderFlipWarning, FlipEvent, FlipMonitor
 
 __version__ = "0.1.0"
 
@@ -29,6 +30,9 @@ __all__ = [
     "SITE_KINDS",
     "AttnprobeError",
     "CapabilityError",
+    "EncoderFlipWarning",
+    "FlipEvent",
+    "FlipMonitor",
     "SpeechBatch",
     "Captured",
     "GradientUnavailableError",
