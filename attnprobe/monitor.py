@@ -21,7 +21,11 @@ What is measured at each probe (all in eval mode; every submodule's train/eval f
   touched);
 - under ``torch.no_grad`` in one streaming pass: branch dominance (branch / residual norm per block),
   self-attention diagonality per layer and, when the probe batch has labels and the model a decoder,
-  cross-attention monotonicity.
+  cross-attention monotonicity;
+- with labels and a decoder, the gradient maps (:func:`attnprobe.probes.gradient_maps`, one more
+  batched backward): where the frame mapping sees no reversal while the maps of an aligned decoder
+  turn at a block and its cross-attention runs backwards, those decide, as in
+  :func:`attnprobe.reversal_report` (:func:`attnprobe.probes.report.combined_verdict`).
 
 Probing draws no random numbers from the global generators and updates no batch-norm statistics,
 so a run with a monitor trains exactly as the same run without one.
@@ -42,6 +46,8 @@ from torch import nn
 
 from .batch import SpeechBatch
 from .probes.frame_mapping import frame_mapping
+from .probes.gradient_maps import gradient_maps
+from .probes.report import DECIDED_BY_FRAME_MAPPING, combined_verdict
 from .probes.result import (
     REVERSAL_THRESHOLD,
     as_speech_batch,
@@ -62,7 +68,9 @@ class MonitorRecord:
     Attributes:
         step: the training step it was taken at.
         reversal_scores: per encoder block, the frame-mapping reversal score in [-1, 1].
-        reversed_at: first block of the final run of reversed blocks, or ``None``.
+        reversed_at: the reversed block by the frame mapping (first block of the final run of
+            reversed blocks) or, where :attr:`decided_by` says so, by the gradient maps; ``None``
+            when not reversed.
         dominance_branches: branch names, in block order (``ffn1``, ``self_attn``, ``conv``, ``ffn2``).
         dominance_ratio: ``(blocks, branches)`` branch output norm / residual norm; empty when the
             adapter exposes no branch sites.
@@ -71,6 +79,9 @@ class MonitorRecord:
             averaged over heads; ``None`` when no attention was captured (e.g. self-attention off).
         cross_attention_monotonicity: mean Spearman of label index vs attended frame, or ``None``.
         seconds: wall-clock time the probe took.
+        gradient_map_scores: monotonicity of ``G_0`` (encoder input) and ``G_i`` per block, or
+            ``None`` when not measured.
+        decided_by: ``"frame mapping"`` or ``"gradient maps and cross-attention"``.
     """
 
     step: int
@@ -82,6 +93,8 @@ class MonitorRecord:
     self_attention_diagonality: list[float] | None
     cross_attention_monotonicity: float | None
     seconds: float
+    gradient_map_scores: list[float] | None = None
+    decided_by: str = DECIDED_BY_FRAME_MAPPING
 
     @property
     def reversed(self) -> bool:
@@ -131,6 +144,9 @@ class FlipMonitor:
             all); the probe's cost grows with ``projections x max_frames``.
         threshold: score at or below ``-threshold`` counts as reversed.
         adapter: an adapter to use instead of the automatic choice.
+        gradient_maps: also compute the gradient maps when the probe batch has labels and the
+            model a decoder (about as costly again as the frame mapping at ``projections=1``);
+            ``False`` decides by the frame mapping alone.
 
     Attributes:
         history: every :class:`MonitorRecord`, oldest first.
@@ -141,7 +157,7 @@ class FlipMonitor:
                  on_flip: Callable[[FlipEvent], Any] | None = None, *,
                  log_path: str | Path | None = None, projections: int | None = 4,
                  max_frames: int | None = 48, threshold: float = REVERSAL_THRESHOLD,
-                 adapter: Any = None) -> None:
+                 adapter: Any = None, gradient_maps: bool = True) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}")
         self.model = model
@@ -153,6 +169,8 @@ class FlipMonitor:
         self.max_frames = max_frames
         self.threshold = threshold
         self.adapter = find_adapter_for(model, adapter)
+        self.uses_gradient_maps = (gradient_maps and self.adapter.has_decoder
+                              and self.probe_batch.labels is not None)
         self.history: list[MonitorRecord] = []
         self.flip: FlipEvent | None = None
 
@@ -180,10 +198,13 @@ class FlipMonitor:
         dominance = streamed.dominance
         diagonality = streamed.diagonality
         cross = streamed.cross_attention
+        maps = gradient_maps(self.model, self.probe_batch, threshold=self.threshold,
+                             adapter=self.adapter) if self.uses_gradient_maps else None
+        reversed_at, decided_by = combined_verdict(mapping, maps, cross)
         record = MonitorRecord(
             step=int(step),
             reversal_scores=[float(score) for score in mapping.scores],
-            reversed_at=mapping.reversed_at,
+            reversed_at=reversed_at,
             dominance_branches=list(dominance.branches) if dominance is not None else [],
             dominance_ratio=_nested_floats(dominance.ratio) if dominance is not None else [],
             block_survival=_nested_floats(dominance.mean_survival) if dominance is not None else [],
@@ -191,6 +212,8 @@ class FlipMonitor:
                                         if diagonality is not None else None),
             cross_attention_monotonicity=float(cross.overall) if cross is not None else None,
             seconds=time.perf_counter() - started,
+            gradient_map_scores=_nested_floats(maps.scores) if maps is not None else None,
+            decided_by=decided_by,
         )
         self.history.append(record)
         if self.log_path is not None:

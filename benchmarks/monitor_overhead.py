@@ -8,8 +8,8 @@ AED with 30 character labels, batches of 16 utterances of 360 log-mel frames (th
 and 35 labels, a probe batch of 2 such utterances. Inputs are random: the cost does not depend on
 what the model has learnt. The frame mapping probes the monitor's default of 48 of the 60 encoder
 frames per utterance (``--max-frames``). Reported per variant (frame-mapping projections per
-frame): the median
-probe time, its ratio to a training step, and the overhead amortised over ``--every`` steps.
+frame, with and without the gradient maps that let the decoder outvote the frame mapping): the
+median probe time, its ratio to a training step, and the overhead amortised over ``--every`` steps.
 CPU seconds (``time.process_time``) are given next to wall-clock seconds because the wall clock of
 a shared machine says more about the neighbours than about the code.
 """
@@ -76,16 +76,19 @@ def main() -> None:
           f"{arguments.frames} frames x {arguments.labels} labels; probe batch 2 utterances, "
           f"frame mapping on {arguments.max_frames} frames each")
     print(f"plain training step: {step_wall:.3f} s wall, {step_cpu:.3f} s CPU")
-    print("| projections | probe wall s | probe CPU s | probe / step (CPU) | "
+    print("| projections | gradient maps | probe wall s | probe CPU s | probe / step (CPU) | "
           f"overhead at every={arguments.every} (CPU) |")
-    print("|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     probe = speech_batch(2, arguments.frames, arguments.labels, seed=2)
     for projections in arguments.projections:
-        monitor = FlipMonitor(model, probe, every=1, on_flip=lambda event: None,
-                              projections=projections, max_frames=arguments.max_frames)
-        probe_wall, probe_cpu = timed(lambda monitor=monitor: monitor.probe(0), arguments.repeats)
-        print(f"| {projections} | {probe_wall:.3f} | {probe_cpu:.3f} | {probe_cpu / step_cpu:.2f}x | "
-              f"{100 * probe_cpu / (arguments.every * step_cpu):.1f}% |")
+        for with_maps in (False, True):
+            monitor = FlipMonitor(model, probe, every=1, on_flip=lambda event: None,
+                                  projections=projections, max_frames=arguments.max_frames,
+                                  gradient_maps=with_maps)
+            probe_wall, probe_cpu = timed(lambda monitor=monitor: monitor.probe(0), arguments.repeats)
+            print(f"| {projections} | {'yes' if with_maps else 'no'} | {probe_wall:.3f} | "
+                  f"{probe_cpu:.3f} | {probe_cpu / step_cpu:.2f}x | "
+                  f"{100 * probe_cpu / (arguments.every * step_cpu):.1f}% |")
 
 
 if __name__ == "__main__":

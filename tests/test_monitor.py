@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,6 +15,9 @@ from hypothesis import strategies as st
 
 from attnprobe.models import ConformerAED, ConformerAEDConfig
 from attnprobe.monitor import EncoderFlipWarning, FlipEvent, FlipMonitor
+from attnprobe.probes import frame_mapping, gradient_maps
+from attnprobe.probes.report import combined_verdict
+from attnprobe.probes.streaming import streaming_probes
 
 BLOCKS = 3
 FRAMES = 72  # 12 encoder frames after the 6x frontend
@@ -171,3 +175,53 @@ def test_unknown_integration_names_what_exists() -> None:
 
     with pytest.raises(AttributeError, match="FlipMonitorTrainerCallback"):
         integrations.FlipMonitorKerasCallback  # noqa: B018
+
+
+def test_the_record_follows_the_combined_verdict_of_its_probes() -> None:
+    """The monitor decides like :func:`attnprobe.reversal_report`: the same probes, computed
+    separately on the same model, give the same block and the same deciding probes."""
+    model = tiny_model()
+    handle = model.encoder.blocks[1].register_forward_hook(lambda module, args, output: output.flip(1))
+    try:
+        record = FlipMonitor(model, probe_batch(), every=1, on_flip=lambda event: None).probe(0)
+        mapping = frame_mapping(model, probe_batch(), projections=4, max_frames=48)
+        maps = gradient_maps(model, probe_batch())
+        cross = streaming_probes(model, probe_batch()).cross_attention
+    finally:
+        handle.remove()
+    assert record.gradient_map_scores == pytest.approx(maps.scores.tolist())
+    assert (record.reversed_at, record.decided_by) == combined_verdict(mapping, maps, cross)
+    assert record.reversed_at == 1
+
+
+def test_a_reversal_only_the_decoder_probes_see_is_a_flip(monkeypatch) -> None:
+    """A frame mapping that sees nothing, the gradient maps of an aligned decoder turning at block
+    2 and backward cross-attention: the monitor reports a flip at block 2, decided by the decoder."""
+    import attnprobe.monitor as monitor_module
+
+    def forward_mapping(*args, **kwargs):
+        result = frame_mapping(*args, **kwargs)
+        result.per_sequence = np.ones_like(result.per_sequence)  # every block forward
+        return result
+
+    def turning_maps(*args, **kwargs):
+        result = gradient_maps(*args, **kwargs)
+        # G_0 forward (an aligned decoder), blocks 0 and 1 forward, block 2 backward
+        result.per_sequence = np.array([[0.9, 0.9, 0.9, -0.9]] * len(result.per_sequence))
+        return result
+
+    def backward_cross_attention(*args, **kwargs):
+        result = streaming_probes(*args, **kwargs)
+        result.cross_attention.per_sequence = -np.ones_like(result.cross_attention.per_sequence)
+        return result
+
+    monkeypatch.setattr(monitor_module, "frame_mapping", forward_mapping)
+    monkeypatch.setattr(monitor_module, "gradient_maps", turning_maps)
+    monkeypatch.setattr(monitor_module, "streaming_probes", backward_cross_attention)
+    events: list[FlipEvent] = []
+    record = FlipMonitor(tiny_model(), probe_batch(), every=1, on_flip=events.append).probe(0)
+    assert (record.reversed_at, record.decided_by) == (2, "gradient maps and cross-attention")
+    assert [event.block for event in events] == [2]
+    alone = FlipMonitor(tiny_model(), probe_batch(), every=1, on_flip=events.append,
+                        gradient_maps=False).probe(0)
+    assert alone.reversed_at is None and alone.gradient_map_scores is None

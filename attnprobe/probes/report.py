@@ -45,6 +45,25 @@ DEFAULT_MAX_FRAMES = 48
 """Output frames per sequence the report's frame mapping probes (evenly spaced)."""
 
 
+DECIDED_BY_FRAME_MAPPING = "frame mapping"
+DECIDED_BY_DECODER = "gradient maps and cross-attention"
+
+
+def combined_verdict(mapping: FrameMapping, maps: GradientMaps | None,
+                     cross: CrossAttentionMonotonicity | None) -> tuple[int | None, str]:
+    """The reversed block (or ``None``) and which probes decided it.
+
+    The frame mapping decides, unless it sees no reversal while an aligned decoder's gradient
+    maps turn at a block and its cross-attention runs backwards: the residual path keeps each
+    output frame's largest input derivative at home, so the frame mapping can miss a reversal that
+    the label evidence shows (``docs/reproduction.md``).
+    """
+    if (mapping.reversed_at is None and maps is not None and maps.aligned
+            and maps.turned_at is not None and cross is not None and cross.verdict == "reversed"):
+        return maps.turned_at, DECIDED_BY_DECODER
+    return mapping.reversed_at, DECIDED_BY_FRAME_MAPPING
+
+
 @dataclass(repr=False)
 class ReversalReport(ProbeResult):
     """The verdict and the evidence behind it.
@@ -72,21 +91,13 @@ class ReversalReport(ProbeResult):
     def decided_by(self) -> str:
         """``"frame mapping"``, or ``"gradient maps and cross-attention"`` when those two agree on
         a reversal that the frame mapping does not see."""
-        maps, cross = self.gradient_maps, self.cross_attention
-        if (self.frame_mapping.reversed_at is None and maps is not None and maps.aligned
-                and maps.turned_at is not None and cross is not None
-                and cross.verdict == "reversed"):
-            return "gradient maps and cross-attention"
-        return "frame mapping"
+        return combined_verdict(self.frame_mapping, self.gradient_maps, self.cross_attention)[1]
 
     @property
     def reversed_at(self) -> int | None:
         """Index of the encoder block whose output is the first reversed one (site
         ``encoder.<index>``, counted from 0), or ``None``."""
-        if self.decided_by == "frame mapping":
-            return self.frame_mapping.reversed_at
-        assert self.gradient_maps is not None
-        return self.gradient_maps.turned_at
+        return combined_verdict(self.frame_mapping, self.gradient_maps, self.cross_attention)[0]
 
     @property
     def reversed(self) -> bool:
@@ -164,7 +175,7 @@ def _evidence(report: ReversalReport) -> list[str]:
     notes = []
     block = report.reversed_at
     mapping = report.frame_mapping
-    hidden = "" if report.decided_by == "frame mapping" else \
+    hidden = "" if report.decided_by == DECIDED_BY_FRAME_MAPPING else \
         " (disagrees: the residual path can hide a reversal from it; the verdict follows the " \
         "gradient maps and cross-attention)"
     notes.append(f"frame mapping: {mapping.verdict}; reversal score of the last block "

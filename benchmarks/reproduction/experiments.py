@@ -88,6 +88,9 @@ class Recipe:
         checkpoint_every: steps between checkpoints (and at the last step).
         monitor_every: steps between :class:`attnprobe.FlipMonitor` probes.
         monitor_projections: random directions per frame of the monitor's frame mapping.
+        monitor_gradient_maps: let the monitor's gradient maps and cross-attention decide a flip
+            the frame mapping misses (off in the sweep, whose first runs had no such option, so
+            that every run's "first flip" means the same; ``evaluate.py`` reports both).
         probe_examples: dev examples in the monitor's probe batch.
         threads: torch intra-op threads; results are bit-identical only for the same count.
         corpus: which training corpus.
@@ -104,6 +107,7 @@ class Recipe:
     checkpoint_every: int = 100
     monitor_every: int = 50
     monitor_projections: int = 1
+    monitor_gradient_maps: bool = False
     probe_examples: int = 2
     threads: int = 1
     corpus: CorpusSpec = field(default_factory=CorpusSpec)

@@ -110,7 +110,8 @@ def train(run: Experiment, run_dir: Path, train_split: TrainingSplit, dev_split:
 
     monitor = FlipMonitor(model, collate(dev_examples[: recipe.probe_examples]),
                           every=recipe.monitor_every, on_flip=on_flip,
-                          log_path=run_dir / "monitor.jsonl", projections=recipe.monitor_projections)
+                          log_path=run_dir / "monitor.jsonl", projections=recipe.monitor_projections,
+                          gradient_maps=recipe.monitor_gradient_maps)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_learning_rate,
                                   weight_decay=recipe.weight_decay)
     batches = training_batches(train_split, recipe.batch_size, recipe.concatenate, run.seed)
