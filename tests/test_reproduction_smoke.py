@@ -18,6 +18,7 @@ from attnprobe.corpus.training_set import TrainingSplit
 from attnprobe.corpus.vocabulary import CHARACTER_LABELS, generate_sentences
 from attnprobe.models import ConformerAED, ConformerAEDConfig
 from benchmarks.reproduction import evaluate, sweep, table
+from benchmarks.reproduction.early_attention import attended_positions
 from benchmarks.reproduction.data import (
     collate,
     epoch_batches,
@@ -137,6 +138,17 @@ def test_sweep_skips_finished_runs(finished_run) -> None:
     finished = smoke_experiment()
     other = dataclasses.replace(finished, seed=1)
     assert sweep.pending([finished, other], runs_dir) == [other]
+
+
+def test_attended_positions_read_a_pinned_attention(splits) -> None:
+    model = ConformerAED(ConformerAEDConfig.tiny(**TINY_MODEL))
+    examples = fixed_examples(splits[1], 3)
+    model.decoder.cross_attn.hard_center_weight = 1.0
+    model.decoder.cross_attn.hard_target = "start"
+    assert attended_positions(model, examples) == (0.0, 0.0, 0.0)
+    model.decoder.cross_attn.hard_target = "reversed"
+    first, last, _ = attended_positions(model, examples)
+    assert first > 0.6 and last < 0.4
 
 
 def test_seed_major_order_keeps_whole_seeds_together() -> None:
