@@ -191,6 +191,8 @@ def test_evaluate_and_table_read_the_run(finished_run, splits, tmp_path) -> None
     runs = table.load_runs(finished_run.parent)
     text = table.markdown(runs)
     assert "| baseline-seed0 |" in text and "| baseline | 1 |" in text
+    expected = int(last["report"]["verdict"].startswith("reversed"))
+    assert text.splitlines()[-1].endswith(f"| {expected} of 1 |")
     dominance = table.dominance_table(runs)
     ratios = last["report"]["dominance_ratio"]
     assert f"{ratios[1][1]:.2f} |" in dominance.splitlines()[-1]

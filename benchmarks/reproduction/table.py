@@ -87,13 +87,20 @@ def markdown(runs: list[dict[str, Any]]) -> str:
     lines += ["| " + " | ".join(run_row(run)) + " |" for run in runs]
     by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
-        by_group[run["summary"]["group"]].append(run["summary"])
-    lines += ["", "| group | runs | reversed at end | ever flipped | seeds reversed |", "|---|---|---|---|---|"]
-    for group, summaries in by_group.items():
+        by_group[run["summary"]["group"]].append(run)
+    lines += ["", "| group | runs | reversed at end (monitor) | ever flipped (monitor) | seeds reversed "
+              "(monitor) | reversed by evaluate.py (evaluated runs) |", "|---|---|---|---|---|---|"]
+    for group, group_runs in by_group.items():
+        summaries = [run["summary"] for run in group_runs]
         reversed_seeds = [str(item["seed"]) for item in summaries if item["final_reversed_at"] is not None]
         ever = sum(item["first_flip"] is not None for item in summaries)
+        verdicts = [_last_evaluated(run["evaluation"]).get("report", {}).get("verdict")
+                    for run in group_runs]
+        evaluated = [verdict for verdict in verdicts if verdict is not None]
+        by_report = sum(verdict.startswith("reversed") for verdict in evaluated)
         lines.append(f"| {group} | {len(summaries)} | {len(reversed_seeds)} | {ever} | "
-                     f"{', '.join(reversed_seeds) or MISSING} |")
+                     f"{', '.join(reversed_seeds) or MISSING} | "
+                     f"{f'{by_report} of {len(evaluated)}' if evaluated else MISSING} |")
     return "\n".join(lines)
 
 
