@@ -10,7 +10,7 @@ Format (``format = "attnprobe-conformer-aed/1"``), a dict of plain values and te
      "labels": [" ", "'", "a", ..., "z"],     # symbols of label ids 2, 3, ... (0 blank, 1 end)
      "feature_mean": [80 floats] or None,    # training statistics of the log-mel features;
      "feature_std": [80 floats] or None,     #   None: each utterance normalised by itself
-     "description": "baseline-seed1, 1200 steps"}
+     "description": "my-run, 1200 steps"}
 
 A checkpoint folder holds ``model.pt`` in this format (or exactly one ``*.pt`` file). The training
 checkpoints of ``benchmarks/reproduction/train.py`` are read too: ``{"step", "model_config",
@@ -20,9 +20,9 @@ is then normalised by itself); a folder of them (``step-000100.pt``, ...) or a r
 
 Usage::
 
-    save_conformer_checkpoint(model, "checkpoints/baseline-seed1/model.pt",
-                              feature_mean=mean, feature_std=std, description="baseline-seed1")
-    checkpoint = read_conformer_checkpoint("checkpoints/baseline-seed1")
+    save_conformer_checkpoint(model, "checkpoints/my-run/model.pt",
+                              feature_mean=mean, feature_std=std, description="my-run")
+    checkpoint = read_conformer_checkpoint("checkpoints/my-run")
     model = checkpoint.build_model()
 """
 

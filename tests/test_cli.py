@@ -332,10 +332,10 @@ def test_the_shipped_checkpoint_folder_loads_as_our_conformer() -> None:
     # Its config.json is the experiment's, not a Hugging Face config: the .pt file decides.
     from attnprobe.adapters.loading import load_model
 
-    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "baseline-seed1"
+    shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "aux-ctc-seed0"
     loaded = load_model(shipped)
     assert loaded.family == "attnprobe-conformer"
-    assert loaded.name.startswith("baseline-seed1")
+    assert loaded.name.startswith("aux-ctc-seed0")
 
 
 def test_training_run_folder_loads_its_last_checkpoint(
