@@ -145,7 +145,8 @@ class FlipMonitor:
         threshold: score at or below ``-threshold`` counts as reversed.
         adapter: an adapter to use instead of the automatic choice.
         gradient_maps: also compute the gradient maps when the probe batch has labels and the
-            model a decoder (about as costly again as the frame mapping at ``projections=1``);
+            model a decoder (one more batched backward: a third more per probe at
+            ``projections=1``, ``benchmarks/monitor_overhead.py``);
             ``False`` decides by the frame mapping alone.
 
     Attributes:
@@ -170,7 +171,7 @@ class FlipMonitor:
         self.threshold = threshold
         self.adapter = find_adapter_for(model, adapter)
         self.uses_gradient_maps = (gradient_maps and self.adapter.has_decoder
-                              and self.probe_batch.labels is not None)
+                                   and self.probe_batch.labels is not None)
         self.history: list[MonitorRecord] = []
         self.flip: FlipEvent | None = None
 

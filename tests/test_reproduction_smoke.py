@@ -159,7 +159,8 @@ def test_seed_major_order_keeps_whole_seeds_together() -> None:
     assert sorted(run.name for run in ordered) == sorted(run.name for run in runs)
 
 
-def test_evaluate_last_only_skips_the_earlier_checkpoints_and_reports_refresh(finished_run, splits, tmp_path) -> None:
+def test_evaluate_last_only_skips_the_earlier_checkpoints_and_reports_refresh(
+        finished_run, splits, tmp_path) -> None:
     copy = tmp_path / finished_run.name
     shutil.copytree(finished_run, copy)
     (copy / evaluate.EVALUATION_NAME).unlink(missing_ok=True)

@@ -58,9 +58,9 @@ class ConformerAEDConfig:
     hard_cross_attention_target: str = "centre"
     """Where the hard cross-attention points: ``"centre"`` (the paper's mitigation: every label on
     frame ``floor(T / 2)``), ``"start"`` (every label on frame 0: the paper's explanation of the
-    flip starts from a decoder that reads the first frames early in training) or ``"reversed"`` (label position ``s`` of ``P`` on frame
-    ``round((T - 1) (1 - s / (P - 1)))``, the anti-diagonal: forces the encoder to reverse time,
-    to study a flipped model on purpose)."""
+    flip starts from a decoder that reads the first frames early in training) or ``"reversed"``
+    (label position ``s`` of ``P`` on frame ``round((T - 1) (1 - s / (P - 1)))``, the
+    anti-diagonal: forces the encoder to reverse time, to study a flipped model on purpose)."""
     label_smoothing: float = 0.1
 
     def __post_init__(self) -> None:

@@ -63,20 +63,19 @@ def main(argv: list[str] | None = None) -> None:
     examples = fixed_examples(dev, arguments.examples, 1)
     print("| model | step | first quarter of labels | last quarter | all labels |")
     print("|---|---|---|---|---|")
+
+    def row(label: str, step: int, model: ConformerAED) -> str:
+        cells = " | ".join(f"{value:.2f}" for value in attended_positions(model, examples))
+        return f"| {label} | {step} | {cells} |"
+
     for seed in arguments.fresh_seeds:
         torch.manual_seed(seed)
-        model = ConformerAED(ConformerAEDConfig.tiny(**BASE_MODEL))
-        cells = " | ".join(f"{value:.2f}" for value in attended_positions(model, examples))
-        print(f"| fresh, seed {seed} | 0 | {cells} |")
+        print(row(f"fresh, seed {seed}", 0, ConformerAED(ConformerAEDConfig.tiny(**BASE_MODEL))))
     for name in arguments.names:
         for step in arguments.steps:
             path = runs_dir / name / "checkpoints" / f"step-{step:06d}.pt"
-            if not path.exists():
-                print(f"| {name} | {step} | no checkpoint | | |")
-                continue
-            model, _ = load_checkpoint(path)
-            cells = " | ".join(f"{value:.2f}" for value in attended_positions(model, examples))
-            print(f"| {name} | {step} | {cells} |")
+            print(row(name, step, load_checkpoint(path)[0]) if path.exists()
+                  else f"| {name} | {step} | no checkpoint | | |")
 
 
 if __name__ == "__main__":

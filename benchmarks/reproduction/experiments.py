@@ -90,7 +90,8 @@ class Recipe:
         monitor_projections: random directions per frame of the monitor's frame mapping.
         monitor_gradient_maps: let the monitor's gradient maps and cross-attention decide a flip
             the frame mapping misses (off in the sweep, whose first runs had no such option, so
-            that every run's "first flip" means the same; ``evaluate.py`` reports both).
+            that every run's "first flip" means the same; ``evaluate.py``'s reversal reports do
+            use them).
         probe_examples: dev examples in the monitor's probe batch.
         threads: torch intra-op threads; results are bit-identical only for the same count.
         corpus: which training corpus.
