@@ -15,35 +15,62 @@ import torch
 from torch import nn
 
 from attnprobe.batch import SpeechBatch
-from attnprobe.capture import TapAttention
+from attnprobe.capture import TapAttention, pick_argument
 from attnprobe.errors import CapabilityError
 from attnprobe.sites import Site
 
-from .base import Adapter, LengthEntry, SiteBinding, register_builtin
+from .runner import Runner
+from .site_map import LengthEntry, SiteBinding, SiteMap, register_builtin
 
 BRANCHES = (("ffn1", "ffn"), ("self_attn", "self_attn"), ("conv", "conv"), ("ffn2", "ffn"))
+FAMILY = "attnprobe-conformer"
+
+
+def _encoder(model: nn.Module) -> nn.Module:
+    return getattr(model, "encoder", model)
+
+
+class ConformerRunner(Runner):
+    """Runs a ConformerAED teacher-forced (or a bare ConformerEncoder) on 10 ms log-mel features."""
+
+    family = FAMILY
+    frame_shift_seconds = 0.01
+
+    def run(self, batch: SpeechBatch) -> Any:
+        if _encoder(self.model) is self.model:
+            return self.model(batch.inputs, batch.input_lengths)
+        return self.model(batch.inputs, batch.input_lengths, batch.labels, batch.label_lengths)
+
+    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
+        if _encoder(self.model) is self.model:
+            raise CapabilityError("a bare ConformerEncoder has no decoder to teacher-force; trace "
+                                  "the ConformerAED that holds it")
+        if batch.labels is None or batch.label_lengths is None:
+            raise CapabilityError("teacher forcing needs reference labels: give SpeechBatch(..., "
+                                  "labels=..., label_lengths=...)")
+        return self.model.label_log_probs(batch.inputs, batch.input_lengths, batch.labels,
+                                          batch.label_lengths)
+
+    @property
+    def subsampling(self) -> int:
+        """Encoder frames are this many input frames apart."""
+        return math.prod(_encoder(self.model).frontend.time_pools)
 
 
 @register_builtin
-class ConformerAEDAdapter(Adapter):
-    family = "attnprobe-conformer"
+class ConformerSites(SiteMap):
+    family = FAMILY
     description = "attnprobe.models.ConformerAED / ConformerEncoder"
+    runner_class = ConformerRunner
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
         return (type(model).__module__.startswith("attnprobe.models")
                 and type(model).__name__ in ("ConformerAED", "ConformerEncoder"))
 
-    @property
-    def encoder(self) -> nn.Module:
-        return getattr(self.model, "encoder", self.model)
-
-    def _prefix(self) -> str:
-        return "encoder." if self.encoder is not self.model else ""
-
     def bindings(self) -> list[SiteBinding]:
-        prefix = self._prefix()
-        encoder = self.encoder
+        encoder = _encoder(self.model)
+        prefix = "encoder." if encoder is not self.model else ""
         found = [SiteBinding(Site("encoder.frontend", "frontend", "encoder", None,
                                   f"{prefix}frontend"), encoder.frontend, input_name="features")]
         for layer, block in enumerate(encoder.blocks):
@@ -62,21 +89,22 @@ class ConformerAEDAdapter(Adapter):
             cross = decoder.cross_attn
             found.append(SiteBinding(
                 Site("decoder.0.cross_attn", "cross_attn", "decoder", 0, "decoder.cross_attn"),
-                cross, output_module=cross.context_tap, attention=TapAttention(cross.attention_tap)))
+                cross, output_module=cross.context_tap,
+                attention=TapAttention(cross.attention_tap)))
         return found
 
     def length_entries(self) -> list[LengthEntry]:
-        encoder = self.encoder
+        encoder = _encoder(self.model)
 
         def lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-            feature_lengths = _argument(args, kwargs, 1, "feature_lengths")
+            feature_lengths = pick_argument(args, kwargs, 1, "feature_lengths")
             if feature_lengths is None:
-                feature_lengths = _argument(args, kwargs, 1, "lengths")
+                feature_lengths = pick_argument(args, kwargs, 1, "lengths")
             found: dict[str, torch.Tensor] = {}
             if feature_lengths is not None:
                 found["features"] = feature_lengths
                 found["encoder"] = encoder.output_lengths(feature_lengths)
-            label_lengths = _argument(args, kwargs, 3, "label_lengths")
+            label_lengths = pick_argument(args, kwargs, 3, "label_lengths")
             if label_lengths is not None:
                 # Teacher forcing predicts every label plus the end-of-sentence symbol.
                 found["decoder"] = label_lengths + 1
@@ -86,29 +114,3 @@ class ConformerAEDAdapter(Adapter):
         if encoder is not self.model:
             entries.append(LengthEntry(encoder, lengths))
         return entries
-
-    def run(self, batch: SpeechBatch) -> Any:
-        if self.encoder is self.model:
-            return self.model(batch.inputs, batch.input_lengths)
-        return self.model(batch.inputs, batch.input_lengths, batch.labels, batch.label_lengths)
-
-    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
-        if self.encoder is self.model:
-            raise CapabilityError("a bare ConformerEncoder has no decoder to teacher-force; trace "
-                                  "the ConformerAED that holds it")
-        if batch.labels is None or batch.label_lengths is None:
-            raise CapabilityError("teacher forcing needs reference labels: give SpeechBatch(..., "
-                                  "labels=..., label_lengths=...)")
-        return self.model.label_log_probs(batch.inputs, batch.input_lengths, batch.labels,
-                                          batch.label_lengths)
-
-    @property
-    def subsampling(self) -> int:
-        """Encoder frames are this many input frames apart."""
-        return math.prod(self.encoder.frontend.time_pools)
-
-
-def _argument(args: tuple, kwargs: Mapping[str, Any], position: int, name: str
-              ) -> torch.Tensor | None:
-    value = args[position] if position < len(args) else kwargs.get(name)
-    return value if isinstance(value, torch.Tensor) else None

@@ -1,12 +1,12 @@
 """The generic fallback: attention sites inferred from the modules of a model no adapter knows.
 
-:func:`infer_adapter` runs every *finder* in :data:`FINDERS` over the model; each returns the
+:func:`infer_site_map` runs every *finder* in :data:`FINDERS` over the model; each returns the
 attention-site bindings of the modules it recognises. The built-in finder knows
 ``torch.nn.MultiheadAttention`` (:func:`find_multihead_attention`); other module families join with
 :func:`register_finder` (e.g. Hugging Face attention modules, from ``adapters/hf_attention.py``),
 using :func:`attention_site` so that every finder names sites the same way.
 
-What is inferred, and how (written into ``adapter.notes``, and announced by one warning):
+What is inferred, and how (written into ``site_map.notes``, and announced by one warning):
 
 - kind: cross-attention when the module's own name contains ``cross``, ``encoder_attn`` or
   ``src_attn``, or when it is the ``multihead_attn`` of a ``torch.nn.TransformerDecoderLayer``;
@@ -38,10 +38,11 @@ import torch
 from torch import nn
 
 from attnprobe.capture import pick_argument
+from attnprobe.lengths import right_padded_lengths
 from attnprobe.sites import Site
 
-from .base import Adapter, LengthEntry, SiteBinding
 from .recompute import DerivedTap
+from .site_map import LengthEntry, SiteBinding, SiteMap
 from .torch_mha import MultiheadAttentionCapture
 
 Finder = Callable[[nn.Module], list[SiteBinding]]
@@ -68,7 +69,7 @@ def attention_kind(name: str, parent: nn.Module | None) -> str:
 def attention_site(path: str, kind: str) -> Site:
     """The site of an attention module at ``path`` (see the module docstring for the rules).
 
-    The layer is ``None`` when the path has no number; :class:`InferredAdapter` then numbers the
+    The layer is ``None`` when the path has no number; :class:`InferredSites` then numbers the
     sites in module order.
     """
     parts = path.split(".")
@@ -123,11 +124,11 @@ def register_finder(finder: Finder) -> Finder:
     return finder
 
 
-class InferredAdapter(Adapter):
+class InferredSites(SiteMap):
     """Attention sites inferred by the finders; see the module docstring for the rules.
 
-    Never chosen by the registry; :func:`infer_adapter` builds it for models no adapter matches.
-    Pass ``adapter=InferredAdapter`` to ``attnprobe.trace`` to use it on any model.
+    Never chosen by the registry; :func:`infer_site_map` builds it for models no adapter matches.
+    Pass ``adapter=InferredSites`` to ``attnprobe.trace`` to use it on any model.
     """
 
     family = "generic"
@@ -183,7 +184,7 @@ class InferredAdapter(Adapter):
                 return {}
             found: dict[str, torch.Tensor] = {}
             for name in self._padding_masks:
-                valid = _right_padded_lengths(call.get(name), name in VALID_IS_ONE)
+                valid = right_padded_lengths(call.get(name), name in VALID_IS_ONE)
                 if valid is not None:
                     found.setdefault(PADDING_MASK_AXES[name], valid)
             return found
@@ -199,30 +200,13 @@ def _padding_mask_parameters(model: nn.Module) -> list[str]:
     return [name for name in PADDING_MASK_AXES if name in parameters]
 
 
-def _right_padded_lengths(mask: Any, valid_is_one: bool = False) -> torch.Tensor | None:
-    """``(batch,)`` valid lengths of a ``(batch, frames)`` mask that pads at the end; ``None`` for
-    anything else. Key-padding masks mark padding (boolean ``True`` or a negative additive value);
-    with ``valid_is_one`` the mask marks valid positions with 1 / ``True`` instead."""
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
-        return None
-    if valid_is_one:
-        padded = mask == 0
-    else:
-        padded = mask if mask.dtype == torch.bool else mask < 0
-    valid = (~padded).sum(dim=1)
-    frames = torch.arange(mask.shape[1], device=mask.device)
-    if not torch.equal(frames[None, :] >= valid[:, None], padded):
-        return None
-    return valid
-
-
-def infer_adapter(model: nn.Module) -> InferredAdapter | None:
-    """An :class:`InferredAdapter` for ``model``, or ``None`` when no finder recognises anything.
+def infer_site_map(model: nn.Module) -> InferredSites | None:
+    """An :class:`InferredSites` for ``model``, or ``None`` when no finder recognises anything.
 
     Emits one warning naming the inferred sites, so that a guess never goes unnoticed.
     """
-    adapter = InferredAdapter(model)
-    found = adapter.bindings()
+    site_map = InferredSites(model)
+    found = site_map.bindings()
     if not found:
         return None
     listing = ", ".join(f"{binding.site.name} <- {binding.site.module_path}" for binding in found)
@@ -230,4 +214,4 @@ def infer_adapter(model: nn.Module) -> InferredAdapter | None:
         f"attnprobe has no adapter for {type(model).__qualname__}; inferred {len(found)} attention "
         f"sites from module names: {listing}. Check them with trace.summary(), or register an "
         f"adapter for exact sites (attnprobe.adapters.register_adapter).", stacklevel=2)
-    return adapter
+    return site_map

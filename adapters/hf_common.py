@@ -1,9 +1,9 @@
-"""What the Hugging Face adapters share: matching by the family's python module, site bindings
-built from a per-family table, the frontend relay, length helpers, and the capabilities probes use
-(running a :class:`~attnprobe.batch.SpeechBatch`, teacher-forced label log-probabilities).
+"""What the Hugging Face site maps share: matching by the family's python module, site bindings
+built from a per-family table, the frontend relay and the decoder's lengths. (What their runners
+share is in :mod:`.hf_runner`.)
 
 A family module only says which module classes hold its stacks and which attribute of a block is
-which branch (:class:`Branch`); :class:`HuggingFaceAdapter` turns that into sites named
+which branch (:class:`Branch`); :class:`HuggingFaceSiteMap` turns that into sites named
 ``encoder.{i}``, ``encoder.{i}.self_attn``, ``decoder.{i}.cross_attn``, ... with attention
 probabilities captured through the attention-function registry (:mod:`.hf_attention`).
 """
@@ -18,11 +18,10 @@ import torch
 from torch import nn
 
 from attnprobe.capture import pick_argument
-from attnprobe.errors import CapabilityError, InputError
 from attnprobe.sites import Site
 
-from .base import Adapter, SiteBinding
 from .hf_attention import ImplementationSwitch, RegistryAttention
+from .site_map import SiteBinding, SiteMap
 
 
 class Branch(NamedTuple):
@@ -130,8 +129,8 @@ class _ListenerHandle:
         self._relay._stop_listening()
 
 
-class HuggingFaceAdapter(Adapter):
-    """Common ground of the Hugging Face families.
+class HuggingFaceSiteMap(SiteMap):
+    """Common ground of the Hugging Face site maps.
 
     A subclass sets ``family_modules`` (python modules whose classes it knows, task models and bare
     models alike) and implements :meth:`locate` (``None`` when the structure is not there) and
@@ -188,6 +187,15 @@ class HuggingFaceAdapter(Adapter):
         return found
 
 
+def encoder_decoder_stacks(model: nn.Module, encoder_class: str, decoder_class: str
+                           ) -> EncoderDecoderStacks | None:
+    """The modules of classes ``encoder_class`` and ``decoder_class`` in ``model`` (either may be
+    missing), or ``None`` when neither is there."""
+    stacks = EncoderDecoderStacks(find_module(model, [encoder_class]),
+                                  find_module(model, [decoder_class]))
+    return stacks if stacks.encoder is not None or stacks.decoder is not None else None
+
+
 def find_module(model: nn.Module, class_names: Iterable[str]) -> nn.Module | None:
     """The first module of ``model`` (itself included) whose class name is in ``class_names``."""
     names = set(class_names)
@@ -199,13 +207,6 @@ def argument(args: tuple, kwargs: Mapping[str, Any], position: int, *names: str)
     if position < len(args):
         return args[position]
     return next((kwargs[name] for name in names if kwargs.get(name) is not None), None)
-
-
-def valid_lengths(mask: torch.Tensor | None, batch: int, frames: int) -> torch.Tensor:
-    """``(batch,)`` valid positions: ones of a ``(batch, frames)`` padding mask, else all frames."""
-    if mask is None:
-        return torch.full((batch,), frames, dtype=torch.long)
-    return mask.sum(-1).long()
 
 
 def decoder_lengths(args: tuple, kwargs: Mapping[str, Any], mask_position: int,
@@ -226,65 +227,3 @@ def decoder_lengths(args: tuple, kwargs: Mapping[str, Any], mask_position: int,
     cache = argument(args, kwargs, cache_position, "cache", "past_key_values")
     seen = int(cache.get_seq_length()) if hasattr(cache, "get_seq_length") else 0
     return torch.full((tokens.shape[0],), seen + tokens.shape[1], dtype=torch.long)
-
-
-# ----------------------------------------------------------------------------- capabilities
-def model_input(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """``inputs`` on the model's device and in its floating dtype; the cast stays differentiable."""
-    parameter = next(model.parameters(), None)
-    if parameter is None:
-        return inputs
-    return inputs.to(device=parameter.device, dtype=parameter.dtype)
-
-
-def padding_mask(lengths: torch.Tensor, frames: int, device: torch.device) -> torch.Tensor:
-    """``(batch, frames)`` bool, True on the first ``lengths[i]`` frames of sequence ``i``."""
-    return torch.arange(frames, device=device)[None, :] < lengths.to(device)[:, None]
-
-
-def zero_padding(inputs: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``inputs`` ``(batch, frames, ...)`` with zeros past each length, and the ``(batch, frames)``
-    int64 attention mask saying which frames are valid.
-
-    The feature extractors pad with zeros, and the convolutional frontends read past the last valid
-    frame; zeroing makes a padded batch compute what each sequence computes alone, whatever the
-    padding held, and gives padded positions exactly zero gradient.
-    """
-    valid = padding_mask(lengths, inputs.shape[1], inputs.device)
-    shaped = valid.view(*valid.shape, *(1,) * (inputs.dim() - 2))
-    return torch.where(shaped, inputs, inputs.new_zeros(())), valid.long()
-
-
-def require_rank(inputs: torch.Tensor, rank: int, layout: str, family: str, fix: str) -> None:
-    """Raise :class:`InputError` unless ``inputs`` has ``rank`` dimensions."""
-    if inputs.dim() != rank:
-        raise InputError(f"the {family} adapter takes batch.inputs as {layout}, got shape "
-                         f"{tuple(inputs.shape)}; {fix}")
-
-
-def require_size(inputs: torch.Tensor, size: int, what: str, family: str) -> None:
-    """Raise :class:`InputError` unless the last axis of ``inputs`` holds ``size`` ``what``."""
-    if inputs.shape[-1] != size:
-        raise InputError(f"this {family} model takes {size} {what} per frame, but batch.inputs "
-                         f"has {inputs.shape[-1]} (shape {tuple(inputs.shape)}); extract the "
-                         f"features with the checkpoint's own feature extractor")
-
-
-def feature_extractor_default(class_name: str, parameter: str) -> Any:
-    """The default of ``parameter`` in the constructor of transformers' ``class_name``."""
-    import inspect
-
-    import transformers
-
-    constructor = inspect.signature(getattr(transformers, class_name).__init__)
-    return constructor.parameters[parameter].default
-
-
-def no_decoder_error(model: nn.Module, ctc_class: str, has_ctc_head: bool) -> CapabilityError:
-    """What ``label_log_probs`` raises for an encoder-only family: where its label scores are."""
-    name = type(model).__name__
-    where = ("use adapter.ctc_log_probs(batch) for its per-frame label posteriors" if has_ctc_head
-             else f"load {ctc_class} and use adapter.ctc_log_probs(batch) for per-frame label "
-                  f"posteriors")
-    return CapabilityError(f"{name} has no attention decoder to teacher-force labels with; "
-                           f"{where}, or attnprobe.probes.frame_mapping, which needs no labels")

@@ -13,8 +13,8 @@ import inspect
 
 from torch import nn
 
-from .base import SiteBinding
 from .generic import attention_kind, attention_site, register_finder
+from .site_map import SiteBinding
 
 
 def _is_hf_attention(module: nn.Module) -> bool:

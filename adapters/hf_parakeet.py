@@ -11,7 +11,7 @@ Lengths: feature frames from ``attention_mask``, encoder frames through the mode
 ``_get_subsampling_output_length``. Parakeet masks padded frames as queries too: their attention
 rows are uniform over all keys and mean nothing.
 
-Capabilities: ``run`` takes ``batch.inputs`` as the mel features ``(batch, frames, mel)`` that
+Runner: ``run`` takes ``batch.inputs`` as the mel features ``(batch, frames, mel)`` that
 ``ParakeetForCTC`` takes, zero past each ``input_lengths`` (the extractor's padding value: the first
 convolution reads past the last valid frame) with the matching ``attention_mask``; RNN-T / TDT
 models run their encoder only, as their prediction network has no sites. ``ctc_log_probs`` needs a
@@ -29,37 +29,88 @@ from torch import nn
 
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import CapabilityError
+from attnprobe.lengths import lengths_from_mask, zero_padding
 
-from .base import LengthEntry, SiteBinding, register_builtin
-from .hf_common import (
-    Branch,
-    HuggingFaceAdapter,
-    argument,
+from .hf_common import Branch, HuggingFaceSiteMap, argument, find_module
+from .hf_runner import (
+    HuggingFaceRunner,
     feature_extractor_default,
-    find_module,
     model_input,
     no_decoder_error,
     require_rank,
     require_size,
-    valid_lengths,
-    zero_padding,
 )
+from .site_map import LengthEntry, SiteBinding, register_builtin
 
+FAMILY = "hf-parakeet"
 BRANCHES = (Branch("ffn1", "ffn", "feed_forward1"),
             Branch("self_attn", "self_attn", "self_attn"),
             Branch("conv", "conv", "conv"),
             Branch("ffn2", "ffn", "feed_forward2"))
 
 
+def parakeet_encoder(model: nn.Module) -> nn.Module | None:
+    """The ``ParakeetEncoder`` in ``model`` (itself included), or ``None``."""
+    return find_module(model, ["ParakeetEncoder"])
+
+
+class ParakeetRunner(HuggingFaceRunner):
+    """Runs Parakeet on mel features ``(batch, frames, mel)``; CTC posteriors of ParakeetForCTC."""
+
+    family = FAMILY
+    locate = staticmethod(parakeet_encoder)
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """One forward pass on the mel features ``batch.inputs`` ``(batch, frames, mel)``."""
+        encoder = self.stacks()
+        features = batch.inputs
+        require_rank(features, 3, "mel features (batch, frames, mel)", self.family,
+                     "extract them with ParakeetFeatureExtractor")
+        require_size(features, encoder.config.num_mel_bins, "mel bins", self.family)
+        features, mask = zero_padding(model_input(self.model, features), batch.input_lengths)
+        runs_whole_model = self.model is encoder or self._has_ctc_head()
+        return (self.model if runs_whole_model else encoder)(input_features=features,
+                                                             attention_mask=mask)
+
+    def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(batch, frames, vocab)`` CTC log-posteriors and ``(batch,)`` valid frames."""
+        if not self._has_ctc_head():
+            raise CapabilityError(f"{type(self.model).__name__} has no CTC head (RNN-T / TDT "
+                                  f"outputs are not per-frame posteriors); load ParakeetForCTC")
+        log_probs = self.run(batch).logits.float().log_softmax(-1)
+        lengths = self.stacks()._get_subsampling_output_length(
+            batch.input_lengths.to(log_probs.device)).long()
+        return log_probs, lengths
+
+    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
+        raise no_decoder_error(self.model, "ParakeetForCTC", self._has_ctc_head())
+
+    @property
+    def subsampling(self) -> int:
+        """Mel frames per encoder frame: the product of the subsampling convolutions' strides."""
+        return math.prod(layer.stride[0] for layer in self.stacks().subsampling.layers
+                         if isinstance(layer, nn.Conv2d))
+
+    @property
+    def frame_shift_seconds(self) -> float:
+        """Hop of ParakeetFeatureExtractor's defaults: 160 samples at 16 kHz, 10 ms."""
+        return (feature_extractor_default("ParakeetFeatureExtractor", "hop_length")
+                / feature_extractor_default("ParakeetFeatureExtractor", "sampling_rate"))
+
+    def _has_ctc_head(self) -> bool:
+        return type(self.model).__name__ == "ParakeetForCTC"
+
+
 @register_builtin
-class ParakeetAdapter(HuggingFaceAdapter):
-    family = "hf-parakeet"
+class ParakeetSites(HuggingFaceSiteMap):
+    family = FAMILY
     description = "Hugging Face Parakeet (ParakeetForCTC, ParakeetEncoder)"
     family_modules = ("transformers.models.parakeet.modeling_parakeet",)
+    runner_class = ParakeetRunner
 
     @classmethod
     def locate(cls, model: nn.Module) -> nn.Module | None:
-        return find_module(model, ["ParakeetEncoder"])
+        return parakeet_encoder(model)
 
     def bindings(self) -> list[SiteBinding]:
         encoder = self.locate(self.model)
@@ -77,53 +128,8 @@ class ParakeetAdapter(HuggingFaceAdapter):
             if not isinstance(features, torch.Tensor):
                 return {}
             mask = argument(args, kwargs, 1, "attention_mask")
-            frames = valid_lengths(mask, features.shape[0], features.shape[1])
+            frames = lengths_from_mask(mask, features.shape[0], features.shape[1])
             return {"features": frames,
                     "encoder": encoder._get_subsampling_output_length(frames).long()}
 
         return [LengthEntry(encoder, lengths)]
-
-    def run(self, batch: SpeechBatch) -> Any:
-        """One forward pass on the mel features ``batch.inputs`` ``(batch, frames, mel)``."""
-        encoder = self.locate(self.model)
-        assert encoder is not None
-        features = batch.inputs
-        require_rank(features, 3, "mel features (batch, frames, mel)", self.family,
-                     "extract them with ParakeetFeatureExtractor")
-        require_size(features, encoder.config.num_mel_bins, "mel bins", self.family)
-        features, mask = zero_padding(model_input(self.model, features), batch.input_lengths)
-        runs_whole_model = self.model is encoder or self._has_ctc_head()
-        return (self.model if runs_whole_model else encoder)(input_features=features,
-                                                             attention_mask=mask)
-
-    def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(batch, frames, vocab)`` CTC log-posteriors and ``(batch,)`` valid frames."""
-        if not self._has_ctc_head():
-            raise CapabilityError(f"{type(self.model).__name__} has no CTC head (RNN-T / TDT "
-                                  f"outputs are not per-frame posteriors); load ParakeetForCTC")
-        encoder = self.locate(self.model)
-        assert encoder is not None
-        log_probs = self.run(batch).logits.float().log_softmax(-1)
-        lengths = encoder._get_subsampling_output_length(
-            batch.input_lengths.to(log_probs.device)).long()
-        return log_probs, lengths
-
-    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
-        raise no_decoder_error(self.model, "ParakeetForCTC", self._has_ctc_head())
-
-    @property
-    def subsampling(self) -> int:
-        """Mel frames per encoder frame: the product of the subsampling convolutions' strides."""
-        encoder = self.locate(self.model)
-        assert encoder is not None
-        return math.prod(layer.stride[0] for layer in encoder.subsampling.layers
-                         if isinstance(layer, nn.Conv2d))
-
-    @property
-    def frame_shift_seconds(self) -> float:
-        """Hop of ParakeetFeatureExtractor's defaults: 160 samples at 16 kHz, 10 ms."""
-        return (feature_extractor_default("ParakeetFeatureExtractor", "hop_length")
-                / feature_extractor_default("ParakeetFeatureExtractor", "sampling_rate"))
-
-    def _has_ctc_head(self) -> bool:
-        return type(self.model).__name__ == "ParakeetForCTC"

@@ -1,4 +1,5 @@
-"""Running and teacher-forcing the Hugging Face encoder-decoder families (Whisper, Speech2Text)."""
+"""The runner of the Hugging Face encoder-decoder families (Whisper, Speech2Text): running and
+teacher-forcing a batch after the checkpoint's decoder prompt."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from torch import nn
 
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import CapabilityError, InputError
+from attnprobe.lengths import valid_mask
 
-from .hf_common import HuggingFaceAdapter, padding_mask
+from .hf_runner import HuggingFaceRunner
 
 
 class DecoderInputs(NamedTuple):
@@ -27,7 +29,7 @@ class DecoderInputs(NamedTuple):
     """``(batch, labels)`` bool, True on valid labels."""
 
 
-class HuggingFaceEncoderDecoderAdapter(HuggingFaceAdapter):
+class HuggingFaceEncoderDecoderRunner(HuggingFaceRunner):
     """Running and teacher-forcing the encoder-decoder families (Whisper, Speech2Text).
 
     The decoder input is ``prompt_ids`` (an attribute: set it to the checkpoint's language / task
@@ -41,6 +43,11 @@ class HuggingFaceEncoderDecoderAdapter(HuggingFaceAdapter):
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         self.prompt_ids: list[int] = self.default_prompt_ids()
+
+    @property
+    def first_label_position(self) -> int:  # type: ignore[override]
+        """The last prompt position: its output predicts the first label."""
+        return max(len(self.prompt_ids) - 1, 0)
 
     @abstractmethod
     def encoder_inputs(self, batch: SpeechBatch) -> dict[str, torch.Tensor]:
@@ -59,7 +66,7 @@ class HuggingFaceEncoderDecoderAdapter(HuggingFaceAdapter):
     def run(self, batch: SpeechBatch) -> Any:
         """One forward pass: the encoder on ``batch.inputs``, the decoder on the prompt followed by
         the labels (the prompt alone without labels). Encoder-only models run the encoder."""
-        stacks = self.locate(self.model)
+        stacks = self.stacks()
         if stacks.encoder is None:
             raise CapabilityError(f"{type(self.model).__name__} is a decoder without an encoder; "
                                   f"load {self.generation_class} to run speech through it")
@@ -73,7 +80,7 @@ class HuggingFaceEncoderDecoderAdapter(HuggingFaceAdapter):
     def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
         """``(batch, labels)`` teacher-forced ``log p(a_s | prompt, a_<s, X)``, 0 at padded labels;
         differentiable with respect to ``batch.inputs``."""
-        stacks = self.locate(self.model)
+        stacks = self.stacks()
         if (stacks.encoder is None or stacks.decoder is None
                 or self.model.get_output_embeddings() is None):
             raise CapabilityError(f"{type(self.model).__name__} has no encoder, decoder and output "
@@ -103,7 +110,7 @@ class HuggingFaceEncoderDecoderAdapter(HuggingFaceAdapter):
             valid = torch.zeros(batch_size, 0, dtype=torch.bool, device=device)
         else:
             labels = batch.labels.to(device=device, dtype=torch.long)
-            valid = padding_mask(batch.label_lengths, labels.shape[1], device)
+            valid = valid_mask(batch.label_lengths.to(device), labels.shape[1])
         positions = len(self.prompt_ids) + labels.shape[1]
         if positions > config.max_target_positions:
             raise InputError(

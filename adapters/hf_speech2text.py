@@ -11,10 +11,10 @@ Lengths: feature frames from ``attention_mask``, encoder frames through the mode
 ``_get_feat_extract_output_lengths``; the decoder's keys of cross-attention from the frame-level
 mask it receives; decoder positions from ``decoder_attention_mask`` when given.
 
-Capabilities: ``run`` and ``label_log_probs`` take ``batch.inputs`` as filter banks ``(batch,
+Runner: ``run`` and ``label_log_probs`` take ``batch.inputs`` as filter banks ``(batch,
 frames, features)``, zero past each ``input_lengths`` (the extractor's padding value: the
 convolutions read past the last valid frame, so this keeps a padded batch equal to each utterance
-alone) with the matching ``attention_mask``. The decoder prompt is ``adapter.prompt_ids``, the
+alone) with the matching ``attention_mask``. The decoder prompt is ``runner.prompt_ids``, the
 decoder start token by default; multilingual checkpoints want the target language token after it.
 """
 
@@ -29,39 +29,72 @@ from torch import nn
 
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import CapabilityError
+from attnprobe.lengths import lengths_from_mask, zero_padding
 
-from .base import LengthEntry, SiteBinding, register_builtin
 from .hf_common import (
     MBART_DECODER_BRANCHES,
     MBART_ENCODER_BRANCHES,
     EncoderDecoderStacks,
+    HuggingFaceSiteMap,
     argument,
     decoder_lengths,
-    find_module,
-    model_input,
-    require_rank,
-    require_size,
-    valid_lengths,
-    zero_padding,
+    encoder_decoder_stacks,
 )
-from .hf_seq2seq import HuggingFaceEncoderDecoderAdapter
+from .hf_runner import model_input, require_rank, require_size
+from .hf_seq2seq import HuggingFaceEncoderDecoderRunner
+from .site_map import LengthEntry, SiteBinding, register_builtin
 
+FAMILY = "hf-speech2text"
 FBANK_SHIFT_SECONDS = 0.01
 """Frame shift of Speech2TextFeatureExtractor: Kaldi filter banks every 160 samples at 16 kHz."""
 
 
+def speech2text_stacks(model: nn.Module) -> EncoderDecoderStacks | None:
+    """Speech2Text's encoder and decoder in ``model`` (either may be missing), or ``None``."""
+    return encoder_decoder_stacks(model, "Speech2TextEncoder", "Speech2TextDecoder")
+
+
+class Speech2TextRunner(HuggingFaceEncoderDecoderRunner):
+    """Runs Speech2Text on filter banks ``(batch, frames, features)``."""
+
+    family = FAMILY
+    generation_class = "Speech2TextForConditionalGeneration"
+    locate = staticmethod(speech2text_stacks)
+    frame_shift_seconds = FBANK_SHIFT_SECONDS
+
+    def default_prompt_ids(self) -> list[int]:
+        return [self.generation_setting("decoder_start_token_id")]
+
+    def encoder_inputs(self, batch: SpeechBatch) -> dict[str, torch.Tensor]:
+        config = self.model.config
+        features = batch.inputs
+        require_rank(features, 3, "filter banks (batch, frames, features)", self.family,
+                     "extract them with Speech2TextFeatureExtractor")
+        require_size(features, config.input_feat_per_channel * config.input_channels,
+                     "filter-bank features", self.family)
+        features, mask = zero_padding(model_input(self.model, features), batch.input_lengths)
+        return {"input_features": features, "attention_mask": mask}
+
+    @property
+    def subsampling(self) -> int:
+        """Feature frames per encoder frame: the product of the convolution strides (2 each)."""
+        encoder = self.stacks().encoder
+        if encoder is None:
+            raise CapabilityError(f"{type(self.model).__name__} has no encoder; load "
+                                  f"{self.generation_class}")
+        return math.prod(conv.stride[0] for conv in encoder.conv.conv_layers)
+
+
 @register_builtin
-class Speech2TextAdapter(HuggingFaceEncoderDecoderAdapter):
-    family = "hf-speech2text"
+class Speech2TextSites(HuggingFaceSiteMap):
+    family = FAMILY
     description = "Hugging Face Speech2Text (Speech2TextForConditionalGeneration, ...Model)"
     family_modules = ("transformers.models.speech_to_text.modeling_speech_to_text",)
-    generation_class = "Speech2TextForConditionalGeneration"
+    runner_class = Speech2TextRunner
 
     @classmethod
     def locate(cls, model: nn.Module) -> EncoderDecoderStacks | None:
-        stacks = EncoderDecoderStacks(find_module(model, ["Speech2TextEncoder"]),
-                                   find_module(model, ["Speech2TextDecoder"]))
-        return stacks if stacks.encoder is not None or stacks.decoder is not None else None
+        return speech2text_stacks(model)
 
     def bindings(self) -> list[SiteBinding]:
         stacks = self.locate(self.model)
@@ -90,7 +123,7 @@ class Speech2TextAdapter(HuggingFaceEncoderDecoderAdapter):
                 if isinstance(mask, torch.Tensor) and mask.dim() > 2:
                     # generate() repeats the mask over the feature axis, as the model undoes too
                     mask = mask[:, :, -1]
-                frames = valid_lengths(mask, features.shape[0], features.shape[1])
+                frames = lengths_from_mask(mask, features.shape[0], features.shape[1])
                 return {"features": frames,
                         "encoder": encoder._get_feat_extract_output_lengths(frames)}
 
@@ -104,37 +137,10 @@ class Speech2TextAdapter(HuggingFaceEncoderDecoderAdapter):
                     found["decoder"] = decoder
                 encoded = argument(args, kwargs, 2, "encoder_hidden_states")
                 if isinstance(encoded, torch.Tensor):
-                    found["encoder"] = valid_lengths(
+                    found["encoder"] = lengths_from_mask(
                         argument(args, kwargs, 3, "encoder_attention_mask"),
                         encoded.shape[0], encoded.shape[1])
                 return found
 
             entries.append(LengthEntry(stacks.decoder, lengths_seen_by_decoder))
         return entries
-
-    def default_prompt_ids(self) -> list[int]:
-        return [self.generation_setting("decoder_start_token_id")]
-
-    def encoder_inputs(self, batch: SpeechBatch) -> dict[str, torch.Tensor]:
-        config = self.model.config
-        features = batch.inputs
-        require_rank(features, 3, "filter banks (batch, frames, features)", self.family,
-                     "extract them with Speech2TextFeatureExtractor")
-        require_size(features, config.input_feat_per_channel * config.input_channels,
-                     "filter-bank features", self.family)
-        features, mask = zero_padding(model_input(self.model, features), batch.input_lengths)
-        return {"input_features": features, "attention_mask": mask}
-
-    @property
-    def subsampling(self) -> int:
-        """Feature frames per encoder frame: the product of the convolution strides (2 each)."""
-        stacks = self.locate(self.model)
-        assert stacks is not None
-        if stacks.encoder is None:
-            raise CapabilityError(f"{type(self.model).__name__} has no encoder; load "
-                                  f"{self.generation_class}")
-        return math.prod(conv.stride[0] for conv in stacks.encoder.conv.conv_layers)
-
-    @property
-    def frame_shift_seconds(self) -> float:
-        return FBANK_SHIFT_SECONDS

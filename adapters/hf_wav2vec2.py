@@ -18,7 +18,7 @@ Lengths: samples from ``attention_mask`` (all samples without one), encoder fram
 frame-level mask the model derives from it (``_get_feature_vector_attention_mask``), as the encoder
 receives it. Adapter layers that some checkpoints insert after the encoder are not sites.
 
-Capabilities: ``run`` takes ``batch.inputs`` as waveforms ``(batch, samples)``, zero past each
+Runner: ``run`` takes ``batch.inputs`` as waveforms ``(batch, samples)``, zero past each
 ``input_lengths`` (the extractor's padding value), with the matching ``attention_mask`` (labels are
 not used: these are CTC or pre-training models). ``ctc_log_probs`` needs a ``...ForCTC`` model.
 ``subsampling`` counts samples per encoder frame (320 for the released checkpoints). A padded batch
@@ -38,19 +38,11 @@ from torch import nn
 
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import CapabilityError
+from attnprobe.lengths import lengths_from_mask, zero_padding
 
-from .base import LengthEntry, SiteBinding, register_builtin
-from .hf_common import (
-    Branch,
-    HuggingFaceAdapter,
-    argument,
-    find_module,
-    model_input,
-    no_decoder_error,
-    require_rank,
-    valid_lengths,
-    zero_padding,
-)
+from .hf_common import Branch, HuggingFaceSiteMap, argument, find_module
+from .hf_runner import HuggingFaceRunner, model_input, no_decoder_error, require_rank
+from .site_map import LengthEntry, SiteBinding, register_builtin
 
 TRANSFORMER_BRANCHES = (Branch("self_attn", "self_attn", "attention"),
                         Branch("ffn", "ffn", "feed_forward"))
@@ -68,67 +60,28 @@ class Wav2Vec2Stacks(NamedTuple):
     encoder: nn.Module
 
 
-class _Wav2Vec2LikeAdapter(HuggingFaceAdapter):
-    base_classes: tuple[str, ...] = ()
-    ctc_class: ClassVar[str] = ""
-    branches: tuple[Branch, ...] = TRANSFORMER_BRANCHES
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.notes.append("encoder.frontend input is the waveform, (batch, samples, 1): its "
-                          "lengths count samples")
-        config = self._stacks().base.config
-        if config.feat_extract_norm == "group":
-            self.notes.append("group-normalised frontend: it normalises over the padded "
-                              "waveform, so a padded batch differs from each utterance alone")
-        if getattr(config, "add_adapter", False):
-            self.notes.append("adapter layers after the encoder subsample further: CTC frames "
-                              "are coarser than the encoder frames of the sites")
-
-    @classmethod
-    def locate(cls, model: nn.Module) -> Wav2Vec2Stacks | None:
-        base = find_module(model, cls.base_classes)
+def stacks_under(base_classes: tuple[str, ...]) -> Any:
+    """A function finding the :class:`Wav2Vec2Stacks` under a module of one of ``base_classes``."""
+    def locate(model: nn.Module) -> Wav2Vec2Stacks | None:
+        base = find_module(model, base_classes)
         if base is None:
             return None
         return Wav2Vec2Stacks(base, base.feature_extractor, base.encoder)
 
-    def bindings(self) -> list[SiteBinding]:
-        stacks = self.locate(self.model)
-        assert stacks is not None
-        layers = stacks.encoder.layers
-        return [self.frontend_binding(stacks.feature_extractor, layers[0],
-                                      lambda waveform: waveform.unsqueeze(-1)),
-                *self.stack_bindings("encoder", layers, self.branches)]
+    return locate
 
-    def length_entries(self) -> list[LengthEntry]:
-        stacks = self.locate(self.model)
-        assert stacks is not None
 
-        def sample_lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-            waveform = argument(args, kwargs, 0, "input_values")
-            if not isinstance(waveform, torch.Tensor):
-                return {}
-            mask = argument(args, kwargs, 1, "attention_mask")
-            return {"features": valid_lengths(mask, waveform.shape[0], waveform.shape[1])}
+class Wav2Vec2LikeRunner(HuggingFaceRunner):
+    """Runs a Wav2Vec2-like model on waveforms ``(batch, samples)``; CTC posteriors of a
+    ``...ForCTC`` model. Subclasses set ``family``, ``locate`` and ``ctc_class``."""
 
-        def frame_lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-            hidden = argument(args, kwargs, 0, "hidden_states")
-            if not isinstance(hidden, torch.Tensor):
-                return {}
-            mask = argument(args, kwargs, 1, "attention_mask")
-            return {"encoder": valid_lengths(mask, hidden.shape[0], hidden.shape[1])}
-
-        return [LengthEntry(stacks.base, sample_lengths),
-                LengthEntry(stacks.encoder, frame_lengths)]
-
-    @property
-    def frame_shift_seconds(self) -> float:
-        return 1 / SAMPLING_RATE
+    ctc_class: ClassVar[str] = ""
+    frame_shift_seconds = 1 / SAMPLING_RATE
 
     @property
     def subsampling(self) -> int:
         """Samples per encoder frame: the product of the convolution strides."""
-        return math.prod(self._stacks().base.config.conv_stride)
+        return math.prod(self.stacks().base.config.conv_stride)
 
     def run(self, batch: SpeechBatch) -> Any:
         """One forward pass on the waveforms ``batch.inputs`` ``(batch, samples)``."""
@@ -155,37 +108,106 @@ class _Wav2Vec2LikeAdapter(HuggingFaceAdapter):
     def _has_ctc_head(self) -> bool:
         return type(self.model).__name__.endswith("ForCTC")
 
+
+class Wav2Vec2LikeSites(HuggingFaceSiteMap):
+    """The site map the three families share; subclasses set ``family``, ``family_modules``,
+    ``base_classes``, ``runner_class`` and possibly ``branches``."""
+
+    base_classes: ClassVar[tuple[str, ...]] = ()
+    branches: ClassVar[tuple[Branch, ...]] = TRANSFORMER_BRANCHES
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.notes.append("encoder.frontend input is the waveform, (batch, samples, 1): its "
+                          "lengths count samples")
+        config = self._stacks().base.config
+        if config.feat_extract_norm == "group":
+            self.notes.append("group-normalised frontend: it normalises over the padded "
+                              "waveform, so a padded batch differs from each utterance alone")
+        if getattr(config, "add_adapter", False):
+            self.notes.append("adapter layers after the encoder subsample further: CTC frames "
+                              "are coarser than the encoder frames of the sites")
+
+    @classmethod
+    def locate(cls, model: nn.Module) -> Wav2Vec2Stacks | None:
+        return stacks_under(cls.base_classes)(model)
+
+    def bindings(self) -> list[SiteBinding]:
+        stacks = self._stacks()
+        layers = stacks.encoder.layers
+        return [self.frontend_binding(stacks.feature_extractor, layers[0],
+                                      lambda waveform: waveform.unsqueeze(-1)),
+                *self.stack_bindings("encoder", layers, self.branches)]
+
+    def length_entries(self) -> list[LengthEntry]:
+        stacks = self._stacks()
+
+        def sample_lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+            waveform = argument(args, kwargs, 0, "input_values")
+            if not isinstance(waveform, torch.Tensor):
+                return {}
+            mask = argument(args, kwargs, 1, "attention_mask")
+            return {"features": lengths_from_mask(mask, waveform.shape[0], waveform.shape[1])}
+
+        def frame_lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+            hidden = argument(args, kwargs, 0, "hidden_states")
+            if not isinstance(hidden, torch.Tensor):
+                return {}
+            mask = argument(args, kwargs, 1, "attention_mask")
+            return {"encoder": lengths_from_mask(mask, hidden.shape[0], hidden.shape[1])}
+
+        return [LengthEntry(stacks.base, sample_lengths),
+                LengthEntry(stacks.encoder, frame_lengths)]
+
     def _stacks(self) -> Wav2Vec2Stacks:
         stacks = self.locate(self.model)
         assert stacks is not None
         return stacks
 
 
-@register_builtin
-class Wav2Vec2Adapter(_Wav2Vec2LikeAdapter):
+class Wav2Vec2Runner(Wav2Vec2LikeRunner):
     family = "hf-wav2vec2"
-    description = "Hugging Face Wav2Vec2 (Wav2Vec2ForCTC, Wav2Vec2Model, ...)"
-    family_modules = ("transformers.models.wav2vec2.modeling_wav2vec2",)
-    base_classes = ("Wav2Vec2Model",)
+    locate = staticmethod(stacks_under(("Wav2Vec2Model",)))
     ctc_class = "Wav2Vec2ForCTC"
 
 
 @register_builtin
-class HubertAdapter(_Wav2Vec2LikeAdapter):
+class Wav2Vec2Sites(Wav2Vec2LikeSites):
+    family = "hf-wav2vec2"
+    description = "Hugging Face Wav2Vec2 (Wav2Vec2ForCTC, Wav2Vec2Model, ...)"
+    family_modules = ("transformers.models.wav2vec2.modeling_wav2vec2",)
+    base_classes = ("Wav2Vec2Model",)
+    runner_class = Wav2Vec2Runner
+
+
+class HubertRunner(Wav2Vec2LikeRunner):
     family = "hf-hubert"
-    description = "Hugging Face HuBERT (HubertForCTC, HubertModel, ...)"
-    family_modules = ("transformers.models.hubert.modeling_hubert",)
-    base_classes = ("HubertModel",)
+    locate = staticmethod(stacks_under(("HubertModel",)))
     ctc_class = "HubertForCTC"
 
 
 @register_builtin
-class Wav2Vec2ConformerAdapter(_Wav2Vec2LikeAdapter):
+class HubertSites(Wav2Vec2LikeSites):
+    family = "hf-hubert"
+    description = "Hugging Face HuBERT (HubertForCTC, HubertModel, ...)"
+    family_modules = ("transformers.models.hubert.modeling_hubert",)
+    base_classes = ("HubertModel",)
+    runner_class = HubertRunner
+
+
+class Wav2Vec2ConformerRunner(Wav2Vec2LikeRunner):
+    family = "hf-wav2vec2-conformer"
+    locate = staticmethod(stacks_under(("Wav2Vec2ConformerModel",)))
+    ctc_class = "Wav2Vec2ConformerForCTC"
+
+
+@register_builtin
+class Wav2Vec2ConformerSites(Wav2Vec2LikeSites):
     family = "hf-wav2vec2-conformer"
     description = "Hugging Face Wav2Vec2-Conformer (Wav2Vec2ConformerForCTC, ...Model, ...)"
     family_modules = ("transformers.models.wav2vec2_conformer.modeling_wav2vec2_conformer",)
     base_classes = ("Wav2Vec2ConformerModel",)
-    ctc_class = "Wav2Vec2ConformerForCTC"
+    runner_class = Wav2Vec2ConformerRunner
     branches = CONFORMER_BRANCHES
 
     def __init__(self, model: nn.Module) -> None:

@@ -16,16 +16,16 @@ duration); the ``attention_mask`` a Whisper feature extractor returns is ignored
 by attnprobe. Decoder lengths come from ``decoder_attention_mask`` when given, else every position
 decoded so far is valid.
 
-Capabilities: ``run`` and ``label_log_probs`` take ``batch.inputs`` as log-mel ``(batch, frames,
+Runner: ``run`` and ``label_log_probs`` take ``batch.inputs`` as log-mel ``(batch, frames,
 mel)`` (attnprobe's frames-second layout; the adapter hands Whisper ``(batch, mel, frames)``). As
 the encoder has no padding mask, the adapter writes log-mel silence from each sequence's
 ``input_lengths`` on and pads to 3000 frames: the value ``WhisperFeatureExtractor`` gives all-zero
 audio, so a padded batch computes what each utterance computes alone. What the caller put past
 ``input_lengths`` has no effect and gets zero gradient, yet the encoder still attends to the silence
 frames; pass ``input_lengths`` of 3000 to feed extractor features unchanged. The decoder prompt is
-``adapter.prompt_ids``: ``<|startoftranscript|>`` and, when the generation config has it,
+``runner.prompt_ids``: ``<|startoftranscript|>`` and, when the generation config has it,
 ``<|notimestamps|>``; multilingual checkpoints want their language and task tokens in between, e.g.
-``adapter.prompt_ids = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|en|>",
+``runner.prompt_ids = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|en|>",
 "<|transcribe|>", "<|notimestamps|>"])``.
 """
 
@@ -39,90 +39,39 @@ from torch import nn
 
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import CapabilityError, InputError
+from attnprobe.lengths import valid_mask
 
-from .base import LengthEntry, SiteBinding, register_builtin
 from .hf_common import (
     MBART_DECODER_BRANCHES,
     MBART_ENCODER_BRANCHES,
     EncoderDecoderStacks,
+    HuggingFaceSiteMap,
     argument,
     decoder_lengths,
-    feature_extractor_default,
-    find_module,
-    model_input,
-    padding_mask,
-    require_rank,
+    encoder_decoder_stacks,
 )
-from .hf_seq2seq import HuggingFaceEncoderDecoderAdapter
+from .hf_runner import feature_extractor_default, model_input, require_rank
+from .hf_seq2seq import HuggingFaceEncoderDecoderRunner
+from .site_map import LengthEntry, SiteBinding, register_builtin
 
+FAMILY = "hf-whisper"
 SILENCE_BELOW_LOUDEST = 2.0
 """Log-mel of silence, below the utterance's largest feature: WhisperFeatureExtractor floors
 log10-mel 8 below the utterance's maximum and maps x -> (x + 4) / 4, so all-zero audio sits 8 / 4
 below the maximum."""
 
 
-@register_builtin
-class WhisperAdapter(HuggingFaceEncoderDecoderAdapter):
-    family = "hf-whisper"
-    description = ("Hugging Face Whisper (WhisperForConditionalGeneration, WhisperModel, "
-                   "WhisperEncoder)")
-    family_modules = ("transformers.models.whisper.modeling_whisper",)
+def whisper_stacks(model: nn.Module) -> EncoderDecoderStacks | None:
+    """Whisper's encoder and decoder in ``model`` (either may be missing), or ``None``."""
+    return encoder_decoder_stacks(model, "WhisperEncoder", "WhisperDecoder")
+
+
+class WhisperRunner(HuggingFaceEncoderDecoderRunner):
+    """Runs Whisper on log-mel ``(batch, frames, mel)`` padded with silence to its 30 s window."""
+
+    family = FAMILY
     generation_class = "WhisperForConditionalGeneration"
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        self.notes.append("Whisper's encoder has no padding mask: it always sees 3000 mel frames "
-                          "(1500 encoder frames), all of them valid, silence padding included")
-
-    @classmethod
-    def locate(cls, model: nn.Module) -> EncoderDecoderStacks | None:
-        stacks = EncoderDecoderStacks(find_module(model, ["WhisperEncoder"]),
-                               find_module(model, ["WhisperDecoder"]))
-        return stacks if stacks.encoder is not None or stacks.decoder is not None else None
-
-    def bindings(self) -> list[SiteBinding]:
-        stacks = self.locate(self.model)
-        assert stacks is not None
-        found: list[SiteBinding] = []
-        if stacks.encoder is not None:
-            found.append(self.frontend_binding(stacks.encoder.conv1, stacks.encoder.layers[0],
-                                               lambda features: features.transpose(1, 2)))
-            found += self.stack_bindings("encoder", stacks.encoder.layers, MBART_ENCODER_BRANCHES)
-        if stacks.decoder is not None:
-            found += self.stack_bindings("decoder", stacks.decoder.layers, MBART_DECODER_BRANCHES)
-        return found
-
-    def length_entries(self) -> list[LengthEntry]:
-        stacks = self.locate(self.model)
-        assert stacks is not None
-        entries = []
-        if stacks.encoder is not None:
-            encoder = stacks.encoder
-
-            def encoder_lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-                features = argument(args, kwargs, 0, "input_features")
-                if not isinstance(features, torch.Tensor):
-                    return {}
-                frames = torch.full((features.shape[0],), features.shape[-1], dtype=torch.long)
-                return {"features": frames,
-                        "encoder": encoder._get_feat_extract_output_lengths(frames)}
-
-            entries.append(LengthEntry(encoder, encoder_lengths))
-        if stacks.decoder is not None:
-            def lengths_seen_by_decoder(args: tuple, kwargs: Mapping[str, Any]
-                                        ) -> dict[str, torch.Tensor]:
-                found = {}
-                decoder = decoder_lengths(args, kwargs, mask_position=1, cache_position=3)
-                if decoder is not None:
-                    found["decoder"] = decoder
-                encoded = argument(args, kwargs, 2, "encoder_hidden_states")
-                if isinstance(encoded, torch.Tensor):
-                    found["encoder"] = torch.full((encoded.shape[0],), encoded.shape[1],
-                                                  dtype=torch.long)
-                return found
-
-            entries.append(LengthEntry(stacks.decoder, lengths_seen_by_decoder))
-        return entries
+    locate = staticmethod(whisper_stacks)
 
     def default_prompt_ids(self) -> list[int]:
         """``<|startoftranscript|>``, then ``<|notimestamps|>`` where the checkpoint has one."""
@@ -170,12 +119,73 @@ class WhisperAdapter(HuggingFaceEncoderDecoderAdapter):
                 / feature_extractor_default("WhisperFeatureExtractor", "sampling_rate"))
 
     def _encoder(self) -> nn.Module:
-        stacks = self.locate(self.model)
-        assert stacks is not None
+        stacks = self.stacks()
         if stacks.encoder is None:
             raise CapabilityError(f"{type(self.model).__name__} is a decoder without an encoder; "
                                   f"load {self.generation_class} to feed it speech")
         return stacks.encoder
+
+
+@register_builtin
+class WhisperSites(HuggingFaceSiteMap):
+    family = FAMILY
+    description = ("Hugging Face Whisper (WhisperForConditionalGeneration, WhisperModel, "
+                   "WhisperEncoder)")
+    family_modules = ("transformers.models.whisper.modeling_whisper",)
+    runner_class = WhisperRunner
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        self.notes.append("Whisper's encoder has no padding mask: it always sees 3000 mel frames "
+                          "(1500 encoder frames), all of them valid, silence padding included")
+
+    @classmethod
+    def locate(cls, model: nn.Module) -> EncoderDecoderStacks | None:
+        return whisper_stacks(model)
+
+    def bindings(self) -> list[SiteBinding]:
+        stacks = self.locate(self.model)
+        assert stacks is not None
+        found: list[SiteBinding] = []
+        if stacks.encoder is not None:
+            found.append(self.frontend_binding(stacks.encoder.conv1, stacks.encoder.layers[0],
+                                               lambda features: features.transpose(1, 2)))
+            found += self.stack_bindings("encoder", stacks.encoder.layers, MBART_ENCODER_BRANCHES)
+        if stacks.decoder is not None:
+            found += self.stack_bindings("decoder", stacks.decoder.layers, MBART_DECODER_BRANCHES)
+        return found
+
+    def length_entries(self) -> list[LengthEntry]:
+        stacks = self.locate(self.model)
+        assert stacks is not None
+        entries = []
+        if stacks.encoder is not None:
+            encoder = stacks.encoder
+
+            def encoder_lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+                features = argument(args, kwargs, 0, "input_features")
+                if not isinstance(features, torch.Tensor):
+                    return {}
+                frames = torch.full((features.shape[0],), features.shape[-1], dtype=torch.long)
+                return {"features": frames,
+                        "encoder": encoder._get_feat_extract_output_lengths(frames)}
+
+            entries.append(LengthEntry(encoder, encoder_lengths))
+        if stacks.decoder is not None:
+            def lengths_seen_by_decoder(args: tuple, kwargs: Mapping[str, Any]
+                                        ) -> dict[str, torch.Tensor]:
+                found = {}
+                decoder = decoder_lengths(args, kwargs, mask_position=1, cache_position=3)
+                if decoder is not None:
+                    found["decoder"] = decoder
+                encoded = argument(args, kwargs, 2, "encoder_hidden_states")
+                if isinstance(encoded, torch.Tensor):
+                    found["encoder"] = torch.full((encoded.shape[0],), encoded.shape[1],
+                                                  dtype=torch.long)
+                return found
+
+            entries.append(LengthEntry(stacks.decoder, lengths_seen_by_decoder))
+        return entries
 
 
 def with_silence(features: torch.Tensor, lengths: torch.Tensor, frames: int) -> torch.Tensor:
@@ -184,8 +194,9 @@ def with_silence(features: torch.Tensor, lengths: torch.Tensor, frames: int) -> 
     The silence level follows the utterance's valid frames but is held constant for autograd, so
     the padding passes no gradient back to them.
     """
-    valid = padding_mask(lengths, features.shape[1], features.device)[..., None]
+    lengths = lengths.to(features.device)
+    valid = valid_mask(lengths, features.shape[1])[..., None]
     loudest = features.detach().masked_fill(~valid, float("-inf")).amax(dim=(1, 2))
     silence = (loudest - SILENCE_BELOW_LOUDEST)[:, None, None]
     padded = nn.functional.pad(features, (0, 0, 0, frames - features.shape[1]))
-    return torch.where(padding_mask(lengths, frames, features.device)[..., None], padded, silence)
+    return torch.where(valid_mask(lengths, frames)[..., None], padded, silence)

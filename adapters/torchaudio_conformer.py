@@ -36,18 +36,23 @@ from torch import nn
 
 from attnprobe.sites import Site
 
-from .base import SiteBinding, register_builtin
 from .recompute import DerivedTap
+from .site_map import SiteBinding, register_builtin
 from .torch_mha import MultiheadAttentionCapture
-from .torchaudio_common import LengthsArgumentAdapter
+from .torchaudio_common import LengthsArgumentRunner, LengthsArgumentSites
 
 HALF_STEP = 0.5
 
 
+class TorchaudioConformerRunner(LengthsArgumentRunner):
+    family = "torchaudio-conformer"
+
+
 @register_builtin
-class TorchaudioConformerAdapter(LengthsArgumentAdapter):
+class TorchaudioConformerSites(LengthsArgumentSites):
     family = "torchaudio-conformer"
     description = "torchaudio.models.Conformer"
+    runner_class = TorchaudioConformerRunner
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

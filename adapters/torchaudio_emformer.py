@@ -58,9 +58,9 @@ from torch import nn
 from attnprobe.capture import AttentionCapture, AttentionEmitter, Remover
 from attnprobe.sites import Site
 
-from .base import SiteBinding, register_builtin
 from .recompute import DerivedTap, listen_to_method
-from .torchaudio_common import LengthsArgumentAdapter
+from .site_map import SiteBinding, register_builtin
+from .torchaudio_common import LengthsArgumentRunner, LengthsArgumentSites
 
 AttentionBlock = Literal["utterance", "full"]
 PROBABILITIES_METHOD = "_gen_attention_probs"
@@ -136,10 +136,15 @@ class EmformerAttentionCapture(AttentionCapture):
         return remove
 
 
+class EmformerRunner(LengthsArgumentRunner):
+    family = "torchaudio-emformer"
+
+
 @register_builtin
-class EmformerAdapter(LengthsArgumentAdapter):
+class EmformerSites(LengthsArgumentSites):
     family = "torchaudio-emformer"
     description = "torchaudio.models.Emformer"
+    runner_class = EmformerRunner
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:

@@ -44,14 +44,47 @@ from attnprobe.capture import pick_argument
 from attnprobe.errors import CapabilityError
 from attnprobe.sites import Site
 
-from .base import Adapter, LengthEntry, SiteBinding, register_builtin
 from .recompute import RecomputedAttention
+from .runner import Runner
+from .site_map import LengthEntry, SiteBinding, SiteMap, register_builtin
+
+FAMILY = "torchaudio-wav2vec2"
+
+
+class TorchaudioWav2Vec2Runner(Runner):
+    """Runs ``model(waveforms (batch, samples), input_lengths)``; CTC posteriors of its ``aux``
+    head."""
+
+    family = FAMILY
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """``model(waveforms (batch, samples), input_lengths)`` -> ``(features, frame_lengths)``."""
+        return self.model(batch.inputs, batch.input_lengths)
+
+    def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        if getattr(self.model, "aux", None) is None:
+            raise CapabilityError("this torchaudio wav2vec2 model has no output head (aux); build "
+                                  "it with aux_num_out=<vocabulary size> for CTC probabilities")
+        logits, frame_lengths = self.model(batch.inputs, batch.input_lengths)
+        return logits.log_softmax(-1), frame_lengths
+
+    @property
+    def subsampling(self) -> int:
+        factor = 1
+        for block in self.model.feature_extractor.conv_layers:
+            factor *= block.stride
+        return factor
+
+    @property
+    def frame_shift_seconds(self) -> float:
+        return 1 / 16000
 
 
 @register_builtin
-class TorchaudioWav2Vec2Adapter(Adapter):
-    family = "torchaudio-wav2vec2"
+class TorchaudioWav2Vec2Sites(SiteMap):
+    family = FAMILY
     description = "torchaudio.models.Wav2Vec2Model (wav2vec 2.0, HuBERT)"
+    runner_class = TorchaudioWav2Vec2Runner
 
     @classmethod
     def matches(cls, model: nn.Module) -> bool:
@@ -103,28 +136,6 @@ class TorchaudioWav2Vec2Adapter(Adapter):
             return {"features": frames, "encoder": frames}
 
         return [LengthEntry(extractor, lengths)]
-
-    def run(self, batch: SpeechBatch) -> Any:
-        """``model(waveforms (batch, samples), input_lengths)`` -> ``(features, frame_lengths)``."""
-        return self.model(batch.inputs, batch.input_lengths)
-
-    def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        if getattr(self.model, "aux", None) is None:
-            raise CapabilityError("this torchaudio wav2vec2 model has no output head (aux); build "
-                                  "it with aux_num_out=<vocabulary size> for CTC probabilities")
-        logits, frame_lengths = self.model(batch.inputs, batch.input_lengths)
-        return logits.log_softmax(-1), frame_lengths
-
-    @property
-    def subsampling(self) -> int:
-        factor = 1
-        for block in self.model.feature_extractor.conv_layers:
-            factor *= block.stride
-        return factor
-
-    @property
-    def frame_shift_seconds(self) -> float:
-        return 1 / 16000
 
 
 def extracted_frames(extractor: nn.Module, samples: torch.Tensor) -> torch.Tensor:

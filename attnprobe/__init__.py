@@ -4,10 +4,15 @@
     with attnprobe.trace(model) as t:
         model(features, feature_lengths)
     t["encoder.3.self_attn"].attention   # (batch, heads, query_frames, key_frames)
+
+    attnprobe.reversal_report(model, batch).verdict          # "reversed at block 9"
+    attnprobe.gradient_alignment(model, batch, tokens)[0]    # words with times
 """
 
 from __future__ import annotations
 
+from .alignment import Alignment, AlignmentSettings, gradient_alignment
+from .batch import SpeechBatch
 from .errors import (
     AttnprobeError,
     CapabilityError,
@@ -16,33 +21,37 @@ from .errors import (
     MemoryBudgetExceeded,
     UnsupportedModelError,
 )
-from .batch import SpeechBatch
+from .monitor import EncoderFlipWarning, FlipEvent, FlipMonitor, MonitorRecord
+from .probes import ReversalReport, reversal_report
 from .records import Captured, Record
 from .reducers import StreamingReducer
 from .sites import SITE_KINDS, Site
 from .trace import Trace, trace
-from .probes import reversal_report
-from .monitor import EncoderFlipWarning, FlipEvent, FlipMonitor
 
 __version__ = "0.1.0"
 
 __all__ = [
     "SITE_KINDS",
+    "Alignment",
+    "AlignmentSettings",
     "AttnprobeError",
     "CapabilityError",
+    "Captured",
     "EncoderFlipWarning",
     "FlipEvent",
     "FlipMonitor",
-    "SpeechBatch",
-    "Captured",
     "GradientUnavailableError",
     "InputError",
     "MemoryBudgetExceeded",
+    "MonitorRecord",
     "Record",
+    "ReversalReport",
     "Site",
+    "SpeechBatch",
     "StreamingReducer",
     "Trace",
     "UnsupportedModelError",
+    "gradient_alignment",
     "reversal_report",
     "trace",
 ]

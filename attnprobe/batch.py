@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
 import torch
 
@@ -66,3 +67,18 @@ class SpeechBatch:
             label_lengths = self.label_lengths[index : index + 1]
         return SpeechBatch(self.inputs[index : index + 1, :length],
                            self.input_lengths[index : index + 1], labels, label_lengths)
+
+
+BatchForm = Union[SpeechBatch, tuple, list]
+"""A :class:`SpeechBatch`, or ``(inputs, input_lengths)``, or ``(inputs, input_lengths, labels,
+label_lengths)``: what every probe accepts as its batch."""
+
+
+def as_speech_batch(batch: BatchForm) -> SpeechBatch:
+    """Accept a :class:`SpeechBatch` or ``(features, lengths[, labels, label_lengths])``."""
+    if isinstance(batch, SpeechBatch):
+        return batch
+    if isinstance(batch, (tuple, list)) and len(batch) in (2, 4):
+        return SpeechBatch(*batch)
+    raise InputError("pass a SpeechBatch or a tuple (features, lengths) or (features, lengths, "
+                     "labels, label_lengths)")

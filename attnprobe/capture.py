@@ -88,6 +88,30 @@ def pick_tensor(value: Any, index: int = 0) -> torch.Tensor | None:
     return None
 
 
+def replace_tensor(value: Any, index: int, tensor: torch.Tensor) -> Any:
+    """``value`` (a module's output) with the tensor :func:`pick_tensor` finds replaced by
+    ``tensor``; tuples (named ones included) and lists are rebuilt, mappings changed in place.
+
+    Raises:
+        TypeError: ``value`` is not a tensor, tuple, list or mapping holding a tensor.
+    """
+    if isinstance(value, torch.Tensor):
+        return tensor
+    if isinstance(value, (tuple, list)):
+        items = list(value)
+        items[index] = tensor
+        if hasattr(value, "_fields"):
+            return type(value)(*items)
+        return type(value)(items)
+    if isinstance(value, Mapping):
+        key = next((key for key, item in value.items() if isinstance(item, torch.Tensor)), None)
+        if key is not None:
+            value[key] = tensor
+            return value
+    raise TypeError(f"cannot replace a tensor inside a {type(value).__name__} output; tensor, "
+                    f"tuple, list and mapping outputs are supported")
+
+
 def pick_argument(args: tuple, kwargs: Mapping[str, Any], position: int, name: str | None
                   ) -> torch.Tensor | None:
     """The argument at ``position``, or keyword ``name``, if it is a tensor."""

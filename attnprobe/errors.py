@@ -25,3 +25,16 @@ class InputError(AttnprobeError, ValueError):
 
 class CapabilityError(AttnprobeError, RuntimeError):
     """The model family cannot do what a probe asked (e.g. teacher forcing on an encoder only)."""
+
+
+class ModelLoadError(AttnprobeError, ValueError):
+    """A model specification names nothing loadable; the message says what was found and what to
+    pass instead."""
+
+
+class CheckpointError(AttnprobeError, ValueError):
+    """A file or folder is not a readable attnprobe Conformer checkpoint."""
+
+
+class OutputError(InputError):
+    """An output place that cannot be written; the message names another choice."""

@@ -12,7 +12,8 @@ the first time the encoder output is reversed::
         optimizer.zero_grad(); loss.backward(); optimizer.step()
         monitor.step(step)                 # probes when step % every == 0
 
-What is measured at each probe (all in eval mode; every submodule's train/eval flag is restored):
+Each probe is one :func:`attnprobe.reversal_report` (so the monitor and the report decide by the
+same rule), in eval mode (every submodule's train/eval flag is restored):
 
 - the frame mapping (:func:`attnprobe.probes.frame_mapping`): per encoder block, the Spearman
   correlation of each output frame with the input frame it depends on most, +1 time-preserving,
@@ -25,7 +26,7 @@ What is measured at each probe (all in eval mode; every submodule's train/eval f
 - with labels and a decoder, the gradient maps (:func:`attnprobe.probes.gradient_maps`, one more
   batched backward): where the frame mapping sees no reversal while the maps of an aligned decoder
   turn at a block and its cross-attention runs backwards, those decide, as in
-  :func:`attnprobe.reversal_report` (:func:`attnprobe.probes.report.combined_verdict`).
+  the report (:func:`attnprobe.probes.verdict.combined_verdict`).
 
 Probing draws no random numbers from the global generators and updates no batch-norm statistics,
 so a run with a monitor trains exactly as the same run without one.
@@ -44,17 +45,11 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from .batch import SpeechBatch
-from .probes.frame_mapping import frame_mapping
-from .probes.gradient_maps import gradient_maps
-from .probes.report import DECIDED_BY_FRAME_MAPPING, combined_verdict
-from .probes.result import (
-    REVERSAL_THRESHOLD,
-    as_speech_batch,
-    find_adapter_for,
-    to_json,
-)
-from .probes.streaming import streaming_probes
+from .adapters import resolve_adapter
+from .batch import BatchForm, SpeechBatch, as_speech_batch
+from .probes.report import reversal_report
+from .probes.result import to_json
+from .probes.verdict import DECIDED_BY_FRAME_MAPPING, REVERSAL_THRESHOLD
 
 
 class EncoderFlipWarning(UserWarning):
@@ -107,15 +102,22 @@ class MonitorRecord:
 
 @dataclass
 class FlipEvent:
-    """The first probe at which the encoder output was reversed."""
+    """The first probe at which the encoder output was reversed.
+
+    Attributes:
+        step: the training step of that probe.
+        reversed_at: the encoder block where time turned (site ``encoder.<reversed_at>``).
+        record: everything that probe measured.
+    """
 
     step: int
-    block: int
+    reversed_at: int
     record: MonitorRecord
 
     def message(self) -> str:
         scores = " ".join(f"{score:+.2f}" for score in self.record.reversal_scores)
-        return (f"the encoder reversed time at block {self.block} (encoder.{self.block}), first seen "
+        return (f"the encoder reversed time at block {self.reversed_at} "
+                f"(encoder.{self.reversed_at}), first seen "
                 f"at step {self.step}; per-block reversal scores {scores}. Mitigations from the "
                 f"paper: auxiliary CTC on intermediate blocks, self-attention off for the first "
                 f"steps, hard centre cross-attention at the start")
@@ -143,22 +145,24 @@ class FlipMonitor:
         max_frames: output frames per sequence the frame mapping probes, evenly spaced (``None``:
             all); the probe's cost grows with ``projections x max_frames``.
         threshold: score at or below ``-threshold`` counts as reversed.
-        adapter: an adapter to use instead of the automatic choice.
-        gradient_maps: also compute the gradient maps when the probe batch has labels and the
-            model a decoder (one more batched backward: a third more per probe at
+        with_gradient_maps: also compute the gradient maps when the probe batch has labels and
+            the model a decoder (one more batched backward: a third more per probe at
             ``projections=1``, ``benchmarks/monitor_overhead.py``);
             ``False`` decides by the frame mapping alone.
+        adapter: a site map (class or instance) or adapter to use instead of the automatic choice.
+        runner: a runner to use instead of the site map's (see :mod:`attnprobe.adapters.runner`).
 
     Attributes:
         history: every :class:`MonitorRecord`, oldest first.
         flip: the :class:`FlipEvent`, once there is one.
     """
 
-    def __init__(self, model: nn.Module, probe_batch: SpeechBatch | tuple, every: int = 100,
+    def __init__(self, model: nn.Module, probe_batch: BatchForm, every: int = 100,
                  on_flip: Callable[[FlipEvent], Any] | None = None, *,
                  log_path: str | Path | None = None, projections: int | None = 4,
                  max_frames: int | None = 48, threshold: float = REVERSAL_THRESHOLD,
-                 adapter: Any = None, gradient_maps: bool = True) -> None:
+                 with_gradient_maps: bool = True, adapter: Any = None,
+                 runner: Any = None) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}")
         self.model = model
@@ -169,8 +173,8 @@ class FlipMonitor:
         self.projections = projections
         self.max_frames = max_frames
         self.threshold = threshold
-        self.adapter = find_adapter_for(model, adapter)
-        self.uses_gradient_maps = (gradient_maps and self.adapter.has_decoder
+        self.adapter = resolve_adapter(model, adapter, runner)
+        self.uses_gradient_maps = (with_gradient_maps and self.adapter.site_map.has_decoder
                                    and self.probe_batch.labels is not None)
         self.history: list[MonitorRecord] = []
         self.flip: FlipEvent | None = None
@@ -191,21 +195,18 @@ class FlipMonitor:
     def probe(self, step: int) -> MonitorRecord:
         """Probe now, whatever the step; log it and report a first flip."""
         started = time.perf_counter()
-        mapping = frame_mapping(self.model, self.probe_batch, projections=self.projections,
-                                threshold=self.threshold, max_frames=self.max_frames,
-                                adapter=self.adapter)
-        streamed = streaming_probes(self.model, self.probe_batch, threshold=self.threshold,
-                                    adapter=self.adapter)
-        dominance = streamed.dominance
-        diagonality = streamed.diagonality
-        cross = streamed.cross_attention
-        maps = gradient_maps(self.model, self.probe_batch, threshold=self.threshold,
-                             adapter=self.adapter) if self.uses_gradient_maps else None
-        reversed_at, decided_by = combined_verdict(mapping, maps, cross)
+        report = reversal_report(self.model, self.probe_batch, projections=self.projections,
+                                 threshold=self.threshold, max_frames=self.max_frames,
+                                 with_gradient_maps=self.uses_gradient_maps,
+                                 adapter=self.adapter)
+        dominance = report.dominance
+        diagonality = report.diagonality
+        cross = report.cross_attention
+        maps = report.gradient_maps
         record = MonitorRecord(
             step=int(step),
-            reversal_scores=[float(score) for score in mapping.scores],
-            reversed_at=reversed_at,
+            reversal_scores=[float(score) for score in report.frame_mapping.scores],
+            reversed_at=report.reversed_at,
             dominance_branches=list(dominance.branches) if dominance is not None else [],
             dominance_ratio=_nested_floats(dominance.ratio) if dominance is not None else [],
             block_survival=_nested_floats(dominance.mean_survival) if dominance is not None else [],
@@ -214,7 +215,7 @@ class FlipMonitor:
             cross_attention_monotonicity=float(cross.overall) if cross is not None else None,
             seconds=time.perf_counter() - started,
             gradient_map_scores=_nested_floats(maps.scores) if maps is not None else None,
-            decided_by=decided_by,
+            decided_by=report.decided_by,
         )
         self.history.append(record)
         if self.log_path is not None:

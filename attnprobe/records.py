@@ -7,7 +7,9 @@ Every captured tensor carries the valid lengths of its time axes, so probes neve
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Union
 
 import torch
 
@@ -111,3 +113,15 @@ class Record:
                 shape = tuple(items[-1].value.shape)
                 parts.append(f"{label}={shape}" + (f" x{len(items)}" if len(items) > 1 else ""))
         return f"Record({self.site.name!r}, {self.site.kind}, {', '.join(parts) or 'empty'})"
+
+
+RecordSource = Union[Mapping[str, Record], Iterable[Record]]
+"""An :class:`attnprobe.Trace` (an iterable of records), ``{site name: Record}``, or records."""
+
+
+def records_of(source: RecordSource) -> list[Record]:
+    """The records of a trace, of a ``{name: Record}`` mapping, or of an iterable of records."""
+    records = getattr(source, "records", source)
+    if isinstance(records, Mapping):
+        return list(records.values())
+    return list(records)

@@ -13,9 +13,10 @@ needs. Pass reducers to ``attnprobe.trace(..., reducers=[...], store=False)`` fo
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
-from .records import Captured
+from .records import Captured, Record
 from .sites import Site
 
 
@@ -41,3 +42,15 @@ class CallCounter:
 
     def update(self, site: Site, what: str, captured: Captured) -> None:
         self.counts[site.name][what] += 1
+
+
+def replay(records: Iterable[Record], reducer: StreamingReducer) -> None:
+    """Feed stored records to ``reducer`` call by call: each call's input, then its output, then
+    its attention, as a live trace would have. This is how the streaming probes give their
+    full-tensor results: both come from the same code."""
+    for record in records:
+        for call in range(record.calls):
+            for what, captured in (("input", record.inputs), ("output", record.outputs),
+                                   ("attention", record.attentions)):
+                if call < len(captured):
+                    reducer.update(record.site, what, captured[call])

@@ -20,6 +20,8 @@ SiteKind = Literal["frontend", "block", "self_attn", "cross_attn", "ffn", "conv"
 SITE_KINDS: tuple[str, ...] = ("frontend", "block", "self_attn", "cross_attn", "ffn", "conv")
 ATTENTION_KINDS: frozenset[str] = frozenset({"self_attn", "cross_attn"})
 Stack = Literal["encoder", "decoder"]
+FRONTEND_SITE = "encoder.frontend"
+"""The site whose output is what enters the first encoder block (the encoder input)."""
 
 
 @dataclass(frozen=True)

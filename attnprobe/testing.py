@@ -26,8 +26,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adapters import Adapter, LengthEntry, SiteBinding, find_adapter, register_adapter, registry
-from .capture import AttentionCapture, AttentionEmitter, Remover, pick_tensor
+from .adapters import (
+    Adapter,
+    LengthEntry,
+    SiteBinding,
+    SiteMap,
+    find_site_map,
+    register_adapter,
+    registry,
+    resolve_adapter,
+)
+from .capture import AttentionCapture, AttentionEmitter, Remover, pick_tensor, replace_tensor
 from .sites import SiteFilter, site_matcher
 
 Permutation = Callable[[int], torch.Tensor]
@@ -51,9 +60,9 @@ def plant_permutation(model: nn.Module, after_block: int, permutation: Permutati
         after_block: index of the encoder block (site ``encoder.{after_block}``).
         permutation: per valid length, which frame each output frame takes; padding stays put.
     """
-    adapter = find_adapter(model)
-    binding = _binding(adapter, f"encoder.{after_block}")
-    lengths = _LengthWatcher(adapter)
+    site_map = find_site_map(model)
+    binding = _binding(site_map, f"encoder.{after_block}")
+    lengths = _LengthWatcher(site_map)
 
     def permute(output: Any) -> Any:
         tensor = pick_tensor(output, binding.output_index)
@@ -66,7 +75,7 @@ def plant_permutation(model: nn.Module, after_block: int, permutation: Permutati
         permuted = frames.gather(1, index[..., None].expand_as(frames))
         if not binding.batch_first:
             permuted = permuted.transpose(0, 1).contiguous()
-        return _replace(output, binding.output_index, permuted)
+        return replace_tensor(output, binding.output_index, permuted)
 
     with lengths, _output_hook(binding, permute):
         yield
@@ -88,7 +97,7 @@ def scale_branch(model: nn.Module, site: str, factor: float) -> Iterator[None]:
             feed-forward), not computed by a module of the model, so scaling it would change what
             traces see but not what the model computes.
     """
-    binding = _binding(find_adapter(model), site)
+    binding = _binding(find_site_map(model), site)
     module = binding.output_module or binding.module
     if not any(module is candidate for candidate in model.modules()):
         raise ValueError(f"{site}'s output is derived by the adapter, not computed by a module "
@@ -99,7 +108,7 @@ def scale_branch(model: nn.Module, site: str, factor: float) -> Iterator[None]:
         tensor = pick_tensor(output, binding.output_index)
         if tensor is None:
             raise TypeError(f"{site} returned no tensor at index {binding.output_index} to scale")
-        return _replace(output, binding.output_index, tensor * factor)
+        return replace_tensor(output, binding.output_index, tensor * factor)
 
     with _output_hook(binding, scale):
         yield
@@ -107,7 +116,7 @@ def scale_branch(model: nn.Module, site: str, factor: float) -> Iterator[None]:
 
 @contextmanager
 def force_attention(model: nn.Module, pattern: str, sites: SiteFilter = "encoder.*.self_attn",
-                    adapter: Adapter | None = None) -> Iterator[None]:
+                    adapter: Adapter | SiteMap | None = None) -> Iterator[None]:
     """Make traces of ``model`` see ``pattern`` as the attention probabilities of ``sites``.
 
     Args:
@@ -116,17 +125,20 @@ def force_attention(model: nn.Module, pattern: str, sites: SiteFilter = "encoder
             ``"anti-diagonal"`` (key ``K-1`` minus that) or ``"uniform"``, over each sequence's
             ``Q`` valid queries and ``K`` valid keys; padded keys get 0.
         sites: which attention sites (a glob, list of globs or predicate).
-        adapter: the adapter whose sites and capabilities to keep (default: the one
-            :func:`attnprobe.adapters.find_adapter` picks for ``model``).
+        adapter: the site map (or adapter) whose sites and runner to keep (default: the ones
+            :func:`attnprobe.adapters.resolve_adapter` picks for ``model``).
     """
     if pattern not in PATTERNS:
         raise ValueError(f"pattern {pattern!r} is not one of {PATTERNS}")
-    original = adapter if adapter is not None else find_adapter(model)
+    paired = resolve_adapter(model, adapter)
+    original = paired.site_map
     select = site_matcher(sites)
     lengths: dict[str, torch.Tensor] = {}
 
-    class ForcedAttentionAdapter(Adapter):
+    class ForcedAttentionSites(SiteMap):
         family = f"{original.family} (forced {pattern} attention)"
+        # The original runner itself, with whatever was set on it (e.g. a decoder prompt).
+        runner_class = staticmethod(lambda _model: paired.runner)  # type: ignore[assignment]
 
         @classmethod
         def matches(cls, candidate: nn.Module) -> bool:
@@ -142,28 +154,11 @@ def force_attention(model: nn.Module, pattern: str, sites: SiteFilter = "encoder
             return [LengthEntry(entry.module, _recording(entry.lengths, lengths))
                     for entry in original.length_entries()]
 
-        # The capabilities, and anything else the original has (prompt_ids, subsampling, ...).
-        def __getattr__(self, name: str) -> Any:
-            return getattr(original, name)
-
-        def run(self, batch: Any) -> Any:
-            return original.run(batch)
-
-        def label_log_probs(self, batch: Any) -> torch.Tensor:
-            return original.label_log_probs(batch)
-
-        def ctc_log_probs(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            return original.ctc_log_probs(batch)
-
-        @property
-        def frame_shift_seconds(self) -> float:
-            return original.frame_shift_seconds
-
-    register_adapter(ForcedAttentionAdapter)
+    register_adapter(ForcedAttentionSites)
     try:
         yield
     finally:
-        registry.adapters.remove(ForcedAttentionAdapter)
+        registry.site_maps.remove(ForcedAttentionSites)
 
 
 def attention_pattern(pattern: str, queries: int, keys: int, query_lengths: torch.Tensor,
@@ -240,8 +235,8 @@ def _recording(function: Callable[[tuple, Mapping[str, Any]], Mapping[str, torch
 class _LengthWatcher:
     """Records the valid lengths the adapter derives from each forward call, while entered."""
 
-    def __init__(self, adapter: Adapter) -> None:
-        self.entries = adapter.length_entries()
+    def __init__(self, site_map: SiteMap) -> None:
+        self.entries = site_map.length_entries()
         self.lengths: dict[str, torch.Tensor] = {}
         self.handles: list[Any] = []
 
@@ -282,12 +277,12 @@ def _permutation_index(lengths: torch.Tensor, frames: int, permutation: Permutat
     return index.to(device)
 
 
-def _binding(adapter: Adapter, name: str) -> SiteBinding:
-    for binding in adapter.bindings():
-        if binding.site.name == name:
-            return binding
-    names = ", ".join(binding.site.name for binding in adapter.bindings())
-    raise LookupError(f"the {adapter.family} adapter has no site {name!r}; sites: {names}")
+def _binding(site_map: SiteMap, name: str) -> SiteBinding:
+    binding = site_map.binding(name)
+    if binding is None:
+        names = ", ".join(binding.site.name for binding in site_map.bindings())
+        raise LookupError(f"the {site_map.family} adapter has no site {name!r}; sites: {names}")
+    return binding
 
 
 @contextmanager
@@ -301,14 +296,3 @@ def _output_hook(binding: SiteBinding, change: Callable[[Any], Any]) -> Iterator
         yield
     finally:
         handle.remove()
-
-
-def _replace(output: Any, index: int, tensor: torch.Tensor) -> Any:
-    if isinstance(output, torch.Tensor):
-        return tensor
-    if isinstance(output, (tuple, list)):
-        items = list(output)
-        items[index] = tensor
-        return type(output)(items) if isinstance(output, list) else tuple(items)
-    raise TypeError(f"cannot replace a tensor inside a {type(output).__name__} output; the "
-                    f"planting helpers handle tensor, tuple and list outputs")

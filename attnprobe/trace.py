@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .adapters import resolve_site_map
 from .capture import AttentionEmitter, Remover, hook_activating, pick_argument, pick_tensor
 from .errors import MemoryBudgetExceeded
 from .records import Captured, Record
@@ -41,9 +42,9 @@ class Trace:
         model: nn.Module,
         sites: SiteFilter = None,
         *,
-        kinds: str | Iterable[str] | None = None,
+        kind: str | Iterable[str] | None = None,
         stack: str | None = None,
-        layers: int | Iterable[int] | None = None,
+        layer: int | Iterable[int] | None = None,
         capture: Iterable[str] | None = None,
         device: str | torch.device | None = None,
         attach: bool | SiteFilter = False,
@@ -59,15 +60,15 @@ class Trace:
                 raise ValueError(f"capture={sorted(unknown)} is not understood; use a subset of "
                                  f"{CAPTURE_KINDS}")
         self.model = model
-        self._select = site_matcher(sites, kinds, stack, layers)
+        self._select = site_matcher(sites, kind, stack, layer)
         self._capture = capture
         self._device = torch.device(device) if device is not None else None
         self._attach = attach
         self._reducers = list(reducers)
         self._store = store
         self._memory_budget = memory_budget
-        self._adapter_override = adapter
-        self.adapter: Any = None
+        self._adapter = adapter
+        self.site_map: Any = None
         self.records: dict[str, Record] = {}
         self.all_sites: list[Site] = []
         self._removers: list[Remover] = []
@@ -80,15 +81,9 @@ class Trace:
     def __enter__(self) -> Trace:
         if self._active:
             raise RuntimeError("this trace is already active; create a new attnprobe.trace(...)")
-        from attnprobe.adapters import find_adapter
-
-        adapter = self._adapter_override
-        if adapter is None:
-            adapter = find_adapter(self.model)
-        elif isinstance(adapter, type):
-            adapter = adapter(self.model)
-        self.adapter = adapter
-        bindings = adapter.bindings()
+        site_map = resolve_site_map(self.model, self._adapter)
+        self.site_map = site_map
+        bindings = site_map.bindings()
         self.all_sites = [binding.site for binding in bindings]
         chosen = [binding for binding in bindings if self._select(binding.site)]
         if not chosen:
@@ -98,7 +93,7 @@ class Trace:
             )
         self._active = True
         try:
-            for entry in adapter.length_entries():
+            for entry in site_map.length_entries():
                 self._install_length_entry(entry.module, entry.lengths)
             for binding in chosen:
                 self.records[binding.site.name] = Record(binding.site)
@@ -157,7 +152,7 @@ class Trace:
             self._removers.append(handle.remove)
         if "attention" in wanted:
             if binding.attention is None:
-                raise RuntimeError(f"adapter {type(self.adapter).__name__} gave attention site "
+                raise RuntimeError(f"site map {type(self.site_map).__name__} gave attention site "
                                    f"{site.name!r} no attention capture")
             self._removers.append(binding.attention.install(_Emitter(self, site)))
 
@@ -232,7 +227,7 @@ class Trace:
             f"storing {site.name} would bring this trace to about "
             f"{(self._stored_bytes + projected) / 2**20:.0f} MiB, past its memory budget of "
             f"{self._memory_budget / 2**20:.0f} MiB ({nbytes / 2**20:.1f} MiB for this tensor). "
-            f"Trace fewer sites (e.g. sites='encoder.1[01].*', kinds='self_attn', layers=[...]), "
+            f"Trace fewer sites (e.g. sites='encoder.1[01].*', kind='self_attn', layer=[...]), "
             f"skip attention probabilities (capture={{'output'}}), stream reductions instead of "
             f"storing (store=False with reducers=[...], e.g. the reversal probes' streaming "
             f"reducers), move tensors off the accelerator (device='cpu'), or raise the budget "
@@ -292,11 +287,11 @@ class Trace:
 
     def summary(self) -> str:
         """A readable table of the traced sites and what each captured."""
-        family = getattr(self.adapter, "family", "?")
+        family = getattr(self.site_map, "family", "?")
         lines = [f"attnprobe trace of {type(self.model).__name__} (adapter: {family}), "
                  f"{len(self.records)} sites, {self._stored_bytes / 2**20:.1f} MiB stored"]
         lines += [f"  {record!r}" for record in self.records.values()]
-        notes = getattr(self.adapter, "notes", [])
+        notes = getattr(self.site_map, "notes", [])
         lines += [f"  note: {note}" for note in notes]
         return "\n".join(lines)
 
@@ -318,7 +313,21 @@ class _Emitter(AttentionEmitter):
         self.trace._take(self.site, "attention", probabilities)
 
 
-def trace(model: nn.Module, sites: SiteFilter = None, **options: Any) -> Trace:
+def trace(
+    model: nn.Module,
+    sites: SiteFilter = None,
+    *,
+    kind: str | Iterable[str] | None = None,
+    stack: str | None = None,
+    layer: int | Iterable[int] | None = None,
+    capture: Iterable[str] | None = None,
+    device: str | torch.device | None = None,
+    attach: bool | SiteFilter = False,
+    reducers: Sequence[StreamingReducer] = (),
+    store: bool = True,
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    adapter: Any = None,
+) -> Trace:
     """Trace ``model``: use as ``with attnprobe.trace(model) as t: model(...)``.
 
     Args:
@@ -328,12 +337,10 @@ def trace(model: nn.Module, sites: SiteFilter = None, **options: Any) -> Trace:
             attention modules (generic fallback).
         sites: which sites to trace: ``None`` (all), a glob such as ``"encoder.*.self_attn"``,
             a list of globs, or a callable ``Site -> bool``.
-
-    Keyword Args:
-        kinds: keep only these site kinds (``"self_attn"``, ``"cross_attn"``, ``"ffn"``,
-            ``"conv"``, ``"block"``, ``"frontend"``).
+        kind: keep only this site kind or these kinds (``"self_attn"``, ``"cross_attn"``,
+            ``"ffn"``, ``"conv"``, ``"block"``, ``"frontend"``).
         stack: ``"encoder"`` or ``"decoder"``.
-        layers: layer index or indices to keep.
+        layer: layer index or indices to keep.
         capture: subset of ``{"output", "input", "attention"}``; default: outputs everywhere,
             attention probabilities at attention sites, inputs at blocks and the frontend.
         device: move stored tensors there (e.g. ``"cpu"``); default: leave them where they are.
@@ -344,10 +351,12 @@ def trace(model: nn.Module, sites: SiteFilter = None, **options: Any) -> Trace:
         memory_budget: bytes the stored tensors may take before the trace raises
             :class:`attnprobe.errors.MemoryBudgetExceeded` (checked before attention
             probabilities are materialised); ``None`` for no limit. Default 4 GiB.
-        adapter: an :class:`attnprobe.adapters.Adapter` class or instance to use instead of the
-            automatic choice.
+        adapter: an :class:`attnprobe.adapters.SiteMap` class or instance (or an
+            :class:`attnprobe.adapters.Adapter`) to use instead of the automatic choice.
 
     Returns:
         The :class:`Trace`; its records fill while the ``with`` block runs.
     """
-    return Trace(model, sites, **options)
+    return Trace(model, sites, kind=kind, stack=stack, layer=layer, capture=capture,
+                 device=device, attach=attach, reducers=reducers, store=store,
+                 memory_budget=memory_budget, adapter=adapter)

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from attnprobe.adapters.loading import LoadedModel
-from attnprobe.adapters.text import Transcript
 
-from attnprobe.attribution.align import model_forward
-from attnprobe.attribution.scores import gradient_scores
+from attnprobe.alignment import DEFAULT_SETTINGS
+from attnprobe.alignment.scoring import gradient_scores, model_forward
 from attnprobe.batch import SpeechBatch
-from attnprobe.cli.align import cross_attention_alignment_of
-from attnprobe.corpus import Manifest, read_wav
-from attnprobe.corpus.manifest import Utterance
+from attnprobe.loading import LoadedModel, Transcript
+from attnprobe.reporting.alignments import by_cross_attention
+from benchmarks.corpus import Manifest, read_wav
+from benchmarks.corpus.manifest import Utterance
 
 INPUTS = ("features", "encoder_input")
 
@@ -80,13 +79,14 @@ def _compute(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcript) ->
     scores, subsampling, seconds = {}, {}, {}
     for scored_input in INPUTS:
         started = time.perf_counter()
-        forward = model_forward(loaded.model, batch, input=scored_input, adapter=loaded.adapter)
+        forward = model_forward(loaded.model, batch, gradient_input=scored_input,
+                                adapter=loaded.adapter)
         result = gradient_scores(forward, require_alignable=True)
         seconds[scored_input] = time.perf_counter() - started
         scores[scored_input] = result.item(0).float().numpy()
         subsampling[scored_input] = result.subsampling
     started = time.perf_counter()
-    cross = cross_attention_alignment_of(loaded, batch, transcript)  # runs under no_grad itself
+    cross = by_cross_attention(loaded, batch, transcript, DEFAULT_SETTINGS)  # under no_grad
     seconds["cross_attention"] = time.perf_counter() - started
     words = [(word.text, word.start_s, word.end_s) for word in cross.words]
     return UtteranceScores(list(transcript.tokens), scores, subsampling, seconds, words,

@@ -31,15 +31,15 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from attnprobe.adapters.loading import load_model
 from attnprobe.alignment import (
     TimestampErrors,
     aggregate_timestamp_errors,
     evenly_spaced_alignment,
     timestamp_errors,
 )
-from attnprobe.cli.analysis import format_table
-from attnprobe.corpus import Manifest
+from attnprobe.loading import load_model
+from attnprobe.reporting.text import format_table
+from benchmarks.corpus import Manifest
 
 from .alignment_cache import utterance_scores
 from .alignment_variants import (

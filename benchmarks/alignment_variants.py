@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from attnprobe.alignment import (
     Alignment,
+    AlignmentSettings,
     BlankScore,
     TimestampErrors,
     aggregate_timestamp_errors,
@@ -23,7 +24,7 @@ from attnprobe.alignment import (
     close_word_gaps,
     timestamp_errors,
 )
-from attnprobe.corpus.manifest import Utterance
+from benchmarks.corpus.manifest import Utterance
 
 from .alignment_cache import UtteranceScores
 
@@ -69,10 +70,12 @@ class Variant:
         return f"gradient, {frames}, {blank}{softmax}{gaps}"
 
     def align(self, scored: UtteranceScores) -> Alignment:
+        settings = AlignmentSettings(blank=self.blank,
+                                     log_softmax_over_time=self.log_softmax_over_time,
+                                     max_gap_s=0.0)
         alignment = align_score_matrix(
             scored.scores[self.input], scored.tokens, frame_shift_s=FRAME_SHIFT_S,
-            subsampling=scored.subsampling[self.input], blank=self.blank,
-            log_softmax_over_time=self.log_softmax_over_time, word_style="byte_bpe")
+            subsampling=scored.subsampling[self.input], settings=settings, word_style="byte_bpe")
         if self.max_gap_s is not None:
             alignment = close_word_gaps(alignment, max_gap_s=self.max_gap_s, assign=self.assign)
         return alignment

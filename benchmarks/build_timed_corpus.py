@@ -13,7 +13,7 @@ import argparse
 import time
 from collections import Counter
 
-from attnprobe.corpus import build_corpus
+from benchmarks.corpus import build_corpus
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import json
 import time
 from collections import Counter
 
-from attnprobe.corpus.training_set import (
+from benchmarks.corpus.training_set import (
     DEFAULT_RATES,
     DEFAULT_VOICES,
     INDEX_NAME,

@@ -2,7 +2,7 @@
 
 For S labels on a T-frame log-mel input, prints side by side the time of
 
-- ``batched``: attnprobe's score matrix as shipped (``attnprobe.attribution.gradient_scores``): one
+- ``batched``: attnprobe's score matrix as shipped (``attnprobe.alignment.scoring.gradient_scores``): one
   forward, then batched backward passes over chunks of labels whose size ``batched_vjp`` searches
   for speed within the memory budget;
 - ``vmap``: the same with every chunk as large as the memory budget allows (the most labels per
@@ -38,9 +38,18 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from attnprobe.attribution import LabelForward, gradient_scores, model_forward, score_matrix_loop
-from attnprobe.attribution.batching import DEFAULT_MEMORY_BUDGET, label_gradients, largest_chunk
-from attnprobe.attribution.scores import frame_norms
+from attnprobe.alignment.scoring import (
+    LabelForward,
+    gradient_scores,
+    model_forward,
+    score_matrix_loop,
+)
+from attnprobe.alignment.scoring.gradients import frame_norms
+from attnprobe.alignment.scoring.label_batches import (
+    DEFAULT_MEMORY_BUDGET,
+    label_gradients,
+    largest_chunk,
+)
 from attnprobe.batch import SpeechBatch
 
 TARGET_SPEEDUP = 4.0
@@ -111,10 +120,10 @@ def loop_scores(forward: LabelForward) -> torch.Tensor:
 def captum_scores(model: nn.Module, batch: SpeechBatch) -> Callable[[], torch.Tensor]:
     from captum.attr import Saliency
 
-    from attnprobe.adapters import find_adapter
+    from attnprobe.adapters import resolve_adapter
 
-    adapter = find_adapter(model)
-    saliency = Saliency(lambda inputs: adapter.label_log_probs(batch.with_inputs(inputs)))
+    runner = resolve_adapter(model).runner
+    saliency = Saliency(lambda inputs: runner.label_log_probs(batch.with_inputs(inputs)))
 
     def run() -> torch.Tensor:
         rows = []
@@ -171,7 +180,7 @@ def profile_backwards(forward: LabelForward, chunk: int) -> None:
 
 def run_case(name: str, model: nn.Module, batch: SpeechBatch, repeats: int, profile: bool,
              captum_note: str | None) -> None:
-    forward = model_forward(model, batch, input="features")
+    forward = model_forward(model, batch, gradient_input="features")
     labels, frames = int(batch.label_lengths[0]), int(batch.input_lengths[0])
     print(f"\n== {name}: {labels} labels, {frames} input frames, "
           f"{torch.get_num_threads()} threads ==")

@@ -84,7 +84,7 @@ def main() -> None:
         for with_maps in (False, True):
             monitor = FlipMonitor(model, probe, every=1, on_flip=lambda event: None,
                                   projections=projections, max_frames=arguments.max_frames,
-                                  gradient_maps=with_maps)
+                                  with_gradient_maps=with_maps)
             probe_wall, probe_cpu = timed(lambda monitor=monitor: monitor.probe(0), arguments.repeats)
             print(f"| {projections} | {'yes' if with_maps else 'no'} | {probe_wall:.3f} | "
                   f"{probe_cpu:.3f} | {probe_cpu / step_cpu:.2f}x | "

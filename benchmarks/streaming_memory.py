@@ -67,7 +67,7 @@ def measure(variant: str, frames: int, blocks: int, d_model: int) -> dict[str, A
         if variant == "plain":
             model(features, lengths, labels, label_lengths)
         elif variant == "stored":
-            with attnprobe.trace(model, kinds=KINDS, capture=CAPTURE, memory_budget=None) as trace:
+            with attnprobe.trace(model, kind=KINDS, capture=CAPTURE, memory_budget=None) as trace:
                 model(features, lengths, labels, label_lengths)
             stored_bytes = trace.stored_bytes
             results = {"cross_attention": cross_attention_monotonicity(trace).to_dict(),
@@ -77,7 +77,7 @@ def measure(variant: str, frames: int, blocks: int, d_model: int) -> dict[str, A
             reducers = {"cross_attention": CrossAttentionMonotonicityReducer(),
                         "diagonality": SelfAttentionDiagonalityReducer(),
                         "dominance": BranchDominanceReducer()}
-            with attnprobe.trace(model, kinds=KINDS, capture=CAPTURE, store=False,
+            with attnprobe.trace(model, kind=KINDS, capture=CAPTURE, store=False,
                                  reducers=list(reducers.values())) as trace:
                 model(features, lengths, labels, label_lengths)
             stored_bytes = trace.stored_bytes

@@ -9,7 +9,7 @@ paper's size (12 x 512) on 30 s of input (500 encoder frames). Variants, each ag
 forward measured in the same run:
 
 - outputs: ``attnprobe.trace(model, capture={"output"})`` (every site's output);
-- attention: ``attnprobe.trace(model, kinds=("self_attn", "cross_attn"), capture={"attention"})``;
+- attention: ``attnprobe.trace(model, kind=("self_attn", "cross_attn"), capture={"attention"})``;
 - the same two captures through nnsight, when it is installed (attention needs eager there).
 
 Time: median over interleaved rounds. Memory: in a fresh process per variant, the growth of the
@@ -214,8 +214,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of "
           f"{arguments.rounds} interleaved rounds" +
           ("" if nnsight_available() else "; nnsight not installed (pip install nnsight)"))
-    header = (f"| model | capture | attnprobe time | attnprobe peak memory | nnsight time | "
-              f"nnsight peak memory | attnprobe / nnsight time |")
+    header = ("| model | capture | attnprobe time | attnprobe peak memory | nnsight time | "
+              "nnsight peak memory | attnprobe / nnsight time |")
     print(header)
     print("|" + "---|" * 7)
     for name in arguments.models.split(","):

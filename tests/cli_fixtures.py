@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from attnprobe.adapters.conformer_checkpoint import save_conformer_checkpoint
 
+from attnprobe.audio import SHIPPED_UTTERANCE
 from attnprobe.cli import main
-from attnprobe.cli.demo import SHIPPED_UTTERANCE
+from attnprobe.loading.conformer_checkpoint import save_conformer_checkpoint
 from attnprobe.models import ConformerAED, ConformerAEDConfig
 
 TINY_CONFORMER = dict(vocab_size=30, frontend_channels=(4, 4), d_model=16, heads=2, ff_dim=32,

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from attnprobe.models import FIRST_REAL_LABEL, ConformerAED, ConformerAEDConfig, valid_frames_mask
+from attnprobe.lengths import valid_mask
+from attnprobe.models import FIRST_REAL_LABEL, ConformerAED, ConformerAEDConfig
 
 VOCAB = 24
 
@@ -25,7 +26,7 @@ def padded_features(lengths: list[int], n_mels: int = 80, seed: int = 0) -> tupl
     generator = torch.Generator().manual_seed(seed)
     features = torch.randn(len(lengths), max(lengths), n_mels, generator=generator)
     lengths_tensor = torch.tensor(lengths)
-    padding = ~valid_frames_mask(lengths_tensor, max(lengths))
+    padding = ~valid_mask(lengths_tensor, max(lengths))
     garbage = 100.0 * torch.randn(features.shape, generator=generator)
     return torch.where(padding[..., None], garbage, features), lengths_tensor
 
@@ -34,7 +35,7 @@ def padded_labels(counts: list[int], seed: int = 0) -> tuple[torch.Tensor, torch
     generator = torch.Generator().manual_seed(seed)
     labels = torch.randint(FIRST_REAL_LABEL, VOCAB, (len(counts), max(counts)), generator=generator)
     counts_tensor = torch.tensor(counts)
-    return labels.masked_fill(~valid_frames_mask(counts_tensor, max(counts)), 0), counts_tensor
+    return labels.masked_fill(~valid_mask(counts_tensor, max(counts)), 0), counts_tensor
 
 
 @pytest.fixture(scope="module", autouse=True)

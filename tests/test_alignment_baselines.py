@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnprobe.alignment import (
+from attnprobe.alignment.baselines import (
     cross_attention_alignment,
     cross_attention_matrix,
     ctc_forced_alignment,

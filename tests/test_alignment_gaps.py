@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnprobe.alignment import Alignment, alignment_from_label_frames, close_word_gaps
+from attnprobe.alignment.decoding import Alignment, alignment_from_label_frames, close_word_gaps
 
 SHIFT = 0.01
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnprobe.alignment import (
+from attnprobe.alignment.decoding import (
     WordSpan,
     aggregate_timestamp_errors,
     alignment_from_label_frames,

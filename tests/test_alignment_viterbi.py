@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnprobe.alignment import (
-    BlankScore,
+from attnprobe.alignment import AlignmentSettings, BlankScore
+from attnprobe.alignment.decoding import (
     align_score_matrix,
     align_score_matrix_batch,
     blank_log_scores,
@@ -201,7 +201,7 @@ def test_gradient_norm_pipeline_recovers_planted_words():
         ["▁the", "▁ca", "t"],
         frame_shift_s=0.01,
         subsampling=6,
-        blank=BlankScore("constant", -4.0),
+        settings=AlignmentSettings.paper().replace(blank=BlankScore("constant", -4.0)),
     )
     assert [(w.text, w.start_frame, w.end_frame) for w in alignment.words] == [
         ("the", 2, 4),
@@ -216,7 +216,7 @@ def test_gradient_norm_pipeline_recovers_planted_words():
         frame_lengths=[10, 8],
         frame_shift_s=0.01,
         subsampling=6,
-        blank=BlankScore("constant", -4.0),
+        settings=AlignmentSettings.paper().replace(blank=BlankScore("constant", -4.0)),
     )
     assert batch[0].words == alignment.words
     assert batch[1].num_frames == 8 and len(batch[1].labels) == 2

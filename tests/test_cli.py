@@ -27,7 +27,7 @@ from cli_fixtures import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnprobe.cli.demo import SHIPPED_UTTERANCE
+from attnprobe.audio import SHIPPED_UTTERANCE
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPORT_FIGURES = ("block_scores", "frame_mapping", "branch_dominance", "cross_attention",
@@ -93,7 +93,7 @@ def test_report_without_text_uses_the_models_own_transcription(
        limit=st.floats(1e3, 1e11), projections=st.sampled_from([1, 4, None]))
 def test_the_report_lowers_the_chunk_size_to_fit_the_memory_limit(
         frames: int, width: int, blocks: int, limit: float, projections: int | None) -> None:
-    from attnprobe.cli.analysis import ReportOptions, fitting_chunk_size, frame_mapping_bytes
+    from attnprobe.reporting.utterance import ReportOptions, fitting_chunk_size, frame_mapping_bytes
 
     options = ReportOptions(projections=projections, chunk_size=256, memory_limit_bytes=int(limit))
 
@@ -330,7 +330,7 @@ def test_demo_uses_shipped_checkpoints(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_the_shipped_checkpoint_folder_loads_as_our_conformer() -> None:
     # Its config.json is the experiment's, not a Hugging Face config: the .pt file decides.
-    from attnprobe.adapters.loading import load_model
+    from attnprobe.loading import load_model
 
     shipped = Path(__file__).resolve().parents[1] / "checkpoints" / "aux-ctc-seed0"
     loaded = load_model(shipped)
@@ -341,7 +341,8 @@ def test_the_shipped_checkpoint_folder_loads_as_our_conformer() -> None:
 def test_training_run_folder_loads_its_last_checkpoint(
         workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import torch
-    from attnprobe.adapters.conformer_checkpoint import read_conformer_checkpoint
+
+    from attnprobe.loading.conformer_checkpoint import read_conformer_checkpoint
 
     ours = read_conformer_checkpoint(workspace / "tiny")
     run = tmp_path / "baseline-seed3"

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from cli_fixtures import CLIP_TEXT, run_cli, tiny_checkpoint, write_clip
 
-from attnprobe.cli.output import OutputError, PendingFiles
+from attnprobe.errors import OutputError
+from attnprobe.jobs.files import PendingFiles
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnprobe.corpus.espeak import (
+from attnprobe.audio import resample
+from attnprobe.features import MEL_BINS, frame_count, log_mel
+from attnprobe.labels import CHARACTER_LABELS
+from attnprobe.models import (
+    BLANK_INDEX,
+    END_OF_SENTENCE_INDEX,
+    FIRST_REAL_LABEL,
+    ConformerAED,
+    ConformerAEDConfig,
+)
+from benchmarks.corpus.espeak import (
     ESPEAK_SAMPLE_RATE,
     OUTPUT_SAMPLE_RATE,
     EspeakEvent,
@@ -19,20 +29,8 @@ from attnprobe.corpus.espeak import (
     synthesize,
     word_spans,
 )
-from attnprobe.corpus.features import MEL_BINS, frame_count, log_mel, resample
-from attnprobe.corpus.training_set import build_training_set, load_training_set
-from attnprobe.corpus.vocabulary import (
-    CHARACTER_LABELS,
-    closed_vocabulary,
-    generate_sentences,
-)
-from attnprobe.models import (
-    BLANK_INDEX,
-    END_OF_SENTENCE_INDEX,
-    FIRST_REAL_LABEL,
-    ConformerAED,
-    ConformerAEDConfig,
-)
+from benchmarks.corpus.training_set import build_training_set, load_training_set
+from benchmarks.corpus.vocabulary import closed_vocabulary, generate_sentences
 
 needs_espeak = pytest.mark.skipif(
     not espeak_available(),

@@ -15,9 +15,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnprobe.corpus import SENTENCES, Manifest, build_corpus, festival, flite, plan_sentences
-from attnprobe.corpus.manifest import (SAMPLE_RATE, WordTiming, check_word_timings, read_wav,
-                                       resample, words_from_phones)
+from benchmarks.corpus import SENTENCES, Manifest, build_corpus, festival, flite, plan_sentences
+from benchmarks.corpus.manifest import (
+    SAMPLE_RATE,
+    WordTiming,
+    check_word_timings,
+    read_wav,
+    resample,
+    words_from_phones,
+)
 
 needs_flite = pytest.mark.skipif(not flite.is_available(),
                                  reason="flite is not installed: apt-get install flite")

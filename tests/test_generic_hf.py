@@ -31,7 +31,7 @@ def test_attention_modules_of_an_unknown_hf_model_are_found_and_restored(
     with pytest.warns(UserWarning, match="encoder.1.self_attn <- encoder.layer.1.attention.self"):
         with attnprobe.trace(model) as t:
             traced = model(ids, attention_mask=mask).last_hidden_state
-    assert t.adapter.family == "generic"
+    assert t.site_map.family == "generic"
     assert [site.name for site in t.sites] == ["encoder.0.self_attn", "encoder.1.self_attn"]
     assert (traced - expected).abs().max() <= 1e-5
     assert model.config._attn_implementation == implementation

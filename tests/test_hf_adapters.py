@@ -19,7 +19,7 @@ import attnprobe.adapters.hf_parakeet
 import attnprobe.adapters.hf_speech2text
 import attnprobe.adapters.hf_wav2vec2
 import attnprobe.adapters.hf_whisper  # importing an adapter module registers its adapters
-from attnprobe.adapters import find_adapter
+from attnprobe.adapters import find_site_map
 from tests.hf_models import CASES, FAMILIES, HEADS, LAYERS, main_output
 from tests.toy_model import all_hooks
 
@@ -103,7 +103,7 @@ def test_bare_models_are_matched_too(family: str, implementation: str) -> None:
     model = built(family, implementation)
     bare = {"whisper": lambda: model.model.encoder, "speech2text": lambda: model.model,
             "parakeet": lambda: model.encoder}.get(family, lambda: model.base_model)()
-    assert type(find_adapter(bare)) is type(find_adapter(model))
+    assert type(find_site_map(bare)) is type(find_site_map(model))
     batch = FAMILIES[family].batch(padded_lengths(family, 2), [3, 2], 0)
     accepted = inspect.signature(bare.forward).parameters
     with attnprobe.trace(bare) as t:
@@ -166,7 +166,7 @@ def test_user_hooks_survive_and_still_fire(family: str, implementation: str) -> 
     model = built(family, implementation)
     batch = FAMILIES[family].batch(padded_lengths(family, 2), [3, 2], 0)
     attention = model.get_submodule(
-        next(binding.site.module_path for binding in find_adapter(model).bindings()
+        next(binding.site.module_path for binding in find_site_map(model).bindings()
              if binding.site.kind == "self_attn"))
     calls: list[str] = []
     before = attention.register_forward_hook(lambda *_: calls.append("before"))

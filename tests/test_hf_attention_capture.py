@@ -18,7 +18,7 @@ import attnprobe.adapters.hf_parakeet
 import attnprobe.adapters.hf_speech2text
 import attnprobe.adapters.hf_wav2vec2
 import attnprobe.adapters.hf_whisper  # importing an adapter module registers its adapters
-from attnprobe.adapters import find_adapter, hf_attention
+from attnprobe.adapters import find_site_map, hf_attention
 from attnprobe.capture import AttentionEmitter
 from attnprobe.errors import MemoryBudgetExceeded
 from tests.hf_models import CASES, FAMILIES, main_output
@@ -37,7 +37,7 @@ def two_lengths(family: str) -> list[int]:
 
 
 def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(binding.site.name, binding.module) for binding in find_adapter(model).bindings()
+    return [(binding.site.name, binding.module) for binding in find_site_map(model).bindings()
             if binding.site.is_attention]
 
 
@@ -55,7 +55,7 @@ def test_probabilities_times_values_rebuild_the_module_output(family: str,
 
         handles.append(module.register_forward_hook(keep, with_kwargs=True))
     try:
-        with attnprobe.trace(model, kinds=("self_attn", "cross_attn")) as t:
+        with attnprobe.trace(model, kind=("self_attn", "cross_attn")) as t:
             model(**batch.inputs)
     finally:
         for handle in handles:
@@ -84,7 +84,7 @@ def test_causal_mask_survives_with_and_without_padding(implementation: str,
     if not decoder_mask:
         # sdpa then builds no mask at all and relies on the module's causal flag
         del batch.inputs["decoder_attention_mask"]
-    with attnprobe.trace(model, kinds="self_attn", stack="decoder") as t:
+    with attnprobe.trace(model, kind="self_attn", stack="decoder") as t:
         model(**batch.inputs)
     for record in t:
         attention = record.attention
@@ -120,7 +120,7 @@ def test_padded_keys_get_no_attention(family: str, data: st.DataObject) -> None:
     implementation = data.draw(st.sampled_from(FAMILIES[family].implementations))
     model = built(family, implementation)
     batch = FAMILIES[family].batch(lengths, None, sum(lengths))
-    with attnprobe.trace(model, kinds="self_attn", stack="encoder") as t:
+    with attnprobe.trace(model, kind="self_attn", stack="encoder") as t:
         model(**batch.inputs)
     for record in t:
         assert record.key_lengths.tolist() == batch.encoder_lengths
@@ -136,7 +136,7 @@ def test_nested_traces_share_the_switch_and_both_receive_attention() -> None:
     try:
         batch = FAMILIES["parakeet"].batch([30, 12], None, 0)
         expected = main_output(model(**batch.inputs))
-        with attnprobe.trace(model, kinds="self_attn") as outer:
+        with attnprobe.trace(model, kind="self_attn") as outer:
             with attnprobe.trace(model, "encoder.1.*") as inner:
                 output = main_output(model(**batch.inputs))
             assert model.config._attn_implementation == "attnprobe"
@@ -158,7 +158,7 @@ def test_two_models_in_two_threads_get_their_own_records() -> None:
     batches = {name: FAMILIES[name].batch([200, 90], None, 0) for name in models}
     alone = {}
     for name, model in models.items():
-        with attnprobe.trace(model, kinds="self_attn") as t:
+        with attnprobe.trace(model, kind="self_attn") as t:
             model(**batches[name].inputs)
         alone[name] = t["encoder.1.self_attn"].attention
     # Both forward passes stop inside their second block until the other one got there too.
@@ -172,7 +172,7 @@ def test_two_models_in_two_threads_get_their_own_records() -> None:
         model = models[name]
         handle = model.base_model.encoder.layers[1].register_forward_pre_hook(meet)
         try:
-            with attnprobe.trace(model, kinds="self_attn") as t:
+            with attnprobe.trace(model, kind="self_attn") as t:
                 model(**batches[name].inputs)
             results[name] = t
         except BaseException as error:
@@ -216,7 +216,7 @@ def test_probabilities_are_computed_only_when_reserved(monkeypatch: pytest.Monke
     compute = hf_attention.attention_probabilities
     monkeypatch.setattr(hf_attention, "attention_probabilities",
                         lambda *args, **kwargs: computed.append(1) or compute(*args, **kwargs))
-    attention = find_adapter(model).bindings()[3].attention
+    attention = find_site_map(model).bindings()[3].attention
     for wanted in (False, True):
         emitter = CountingEmitter(wanted)
         remove = attention.install(emitter)
@@ -234,7 +234,7 @@ def test_memory_budget_is_checked_before_probabilities_exist() -> None:
     batch = FAMILIES["wav2vec2"].batch([200, 90], None, 0)
     hooks = {name: dict(module._forward_pre_hooks) for name, module in model.named_modules()}
     with (pytest.raises(MemoryBudgetExceeded, match="memory budget"),
-          attnprobe.trace(model, kinds="self_attn", memory_budget=64)):
+          attnprobe.trace(model, kind="self_attn", memory_budget=64)):
         model(**batch.inputs)
     assert model.config._attn_implementation == "eager"
     assert {name: dict(module._forward_pre_hooks)

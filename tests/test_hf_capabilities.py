@@ -25,7 +25,7 @@ import attnprobe.adapters.hf_parakeet
 import attnprobe.adapters.hf_speech2text
 import attnprobe.adapters.hf_wav2vec2
 import attnprobe.adapters.hf_whisper  # importing an adapter module registers its adapters
-from attnprobe.adapters import find_adapter
+from attnprobe.adapters import Runner, find_site_map, resolve_adapter
 from attnprobe.adapters.hf_whisper import SILENCE_BELOW_LOUDEST
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import CapabilityError, InputError
@@ -41,6 +41,11 @@ INPUT_RANGE = {"whisper": (2, WHISPER_FRAMES), "speech2text": (5, 40), "parakeet
 LABEL_PADDING = -100  # Hugging Face's "ignore" label: the adapters must not feed it to the model
 
 _built: dict[str, nn.Module] = {}
+
+
+def runner_of(model: torch.nn.Module) -> Runner:
+    """The runner attnprobe pairs with ``model``."""
+    return resolve_adapter(model).runner
 
 
 def built(family: str) -> nn.Module:
@@ -109,7 +114,7 @@ def output_lengths(family: str) -> Callable[[torch.Tensor], torch.Tensor]:
 def score(family: str, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """What a probe differentiates: per-label log-probabilities, or CTC log-posteriors; with the
     ``(batch, positions)`` validity of its second axis."""
-    adapter = find_adapter(built(family))
+    adapter = runner_of(built(family))
     if family in ENCODER_DECODER:
         assert batch.labels is not None and batch.label_lengths is not None
         scores = adapter.label_log_probs(batch)
@@ -124,7 +129,7 @@ def score(family: str, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
 def test_label_log_probs_are_the_logits_of_a_plain_call_at_the_labels(
         family: str, prompt: list[int] | None) -> None:
     model = built(family)
-    adapter = find_adapter(model)
+    adapter = runner_of(model)
     if prompt is not None:
         adapter.prompt_ids = prompt
     lengths = [WHISPER_FRAMES] * 2 if family == "whisper" else [40, 23]
@@ -146,7 +151,7 @@ def test_label_log_probs_give_the_models_own_training_loss(family: str) -> None:
     # Hugging Face's labels= path shifts the labels right behind decoder_start_token_id itself:
     # an independent account of which logit predicts which label.
     model = built(family)
-    adapter = find_adapter(model)
+    adapter = runner_of(model)
     assert adapter.prompt_ids == [model.config.decoder_start_token_id]
     lengths = [WHISPER_FRAMES] * 2 if family == "whisper" else [40, 31]
     batch = speech_batch(family, lengths, [6, 3], seed=3, padding="zeros")
@@ -159,11 +164,11 @@ def test_label_log_probs_give_the_models_own_training_loss(family: str) -> None:
 
 def test_whisper_prompt_follows_the_generation_config() -> None:
     model = copy.deepcopy(built("whisper"))
-    assert find_adapter(model).prompt_ids == [model.config.decoder_start_token_id]
+    assert runner_of(model).prompt_ids == [model.config.decoder_start_token_id]
     model.generation_config.no_timestamps_token_id = 7
-    assert find_adapter(model).prompt_ids == [model.config.decoder_start_token_id, 7]
+    assert runner_of(model).prompt_ids == [model.config.decoder_start_token_id, 7]
     model.generation_config.no_timestamps_token_id = VOCAB + 10  # not in this vocabulary
-    assert find_adapter(model).prompt_ids == [model.config.decoder_start_token_id]
+    assert runner_of(model).prompt_ids == [model.config.decoder_start_token_id]
 
 
 # ----------------------------------------------------------------------------- padding
@@ -188,8 +193,9 @@ def test_a_padded_batch_scores_each_utterance_as_it_scores_alone(
 
 
 def test_wav2vec2_conformer_says_its_padded_batches_differ_from_single_utterances() -> None:
-    adapter = find_adapter(built("conformer-relative"))
-    assert any("do not mask padding" in note for note in adapter.notes)
+    model = built("conformer-relative")
+    adapter = runner_of(model)
+    assert any("do not mask padding" in note for note in find_site_map(model).notes)
     batch = speech_batch("conformer-relative", [220, 120])
     together, lengths = adapter.ctc_log_probs(batch)
     alone, _ = adapter.ctc_log_probs(batch.item(1))
@@ -208,7 +214,7 @@ def test_gradients_reach_the_valid_input_frames_and_no_padded_one(family: str) -
     scores[valid].sum().backward()
     assert inputs.grad is not None
     per_frame = inputs.grad.abs().sum(-1) if inputs.dim() == 3 else inputs.grad.abs()
-    adapter = find_adapter(built(family))
+    adapter = runner_of(built(family))
     for index, length in enumerate(batch.input_lengths.tolist()):
         if family in ENCODER_DECODER:
             covered = length
@@ -232,7 +238,7 @@ def test_whisper_pads_with_the_silence_of_its_feature_extractor() -> None:
     model = built("whisper")
     batch = speech_batch("whisper", [WHISPER_FRAMES - 4, 9])
     with attnprobe.trace(model, sites=["encoder.frontend"]) as traced:
-        find_adapter(model).run(batch)
+        runner_of(model).run(batch)
     fed = traced["encoder.frontend"].input
     assert fed.shape == (2, WHISPER_FRAMES, MEL)
     for index, length in enumerate(batch.input_lengths.tolist()):
@@ -247,7 +253,7 @@ def test_ctc_log_probs_are_the_models_posteriors_over_its_valid_frames(family: s
     model = built(family)
     low, high = INPUT_RANGE[family]
     batch = speech_batch(family, [high, low + 7], padding="zeros")
-    log_probs, lengths = find_adapter(model).ctc_log_probs(batch)
+    log_probs, lengths = runner_of(model).ctc_log_probs(batch)
     logits = main_output(model(**direct_inputs(family, batch)))
     assert log_probs.shape == logits.shape and log_probs.shape[-1] == VOCAB
     assert torch.allclose(log_probs, logits.log_softmax(-1), atol=1e-5)
@@ -262,13 +268,13 @@ def test_ctc_log_probs_are_the_models_posteriors_over_its_valid_frames(family: s
 def test_run_is_one_plain_forward_call_and_the_trace_sees_its_lengths(
         family: str, with_labels: bool) -> None:
     model = built(family)
-    adapter = find_adapter(model)
+    adapter = runner_of(model)
     low, high = INPUT_RANGE[family]
     lengths = [WHISPER_FRAMES] * 2 if family == "whisper" else [high, low + 3]
     batch = speech_batch(family, lengths, [3, 1] if with_labels else None, padding="zeros")
     prompt = adapter.prompt_ids if family in ENCODER_DECODER else None
     expected = main_output(model(**direct_inputs(family, batch, prompt)))
-    with attnprobe.trace(model, kinds="block") as traced:
+    with attnprobe.trace(model, kind="block") as traced:
         output = main_output(adapter.run(batch))
     assert torch.allclose(output, expected, atol=1e-5)
     encoder_lengths = FAMILIES[family].batch(lengths, None, 0).encoder_lengths
@@ -309,21 +315,21 @@ def _speech2text_with_three_convolutions() -> nn.Module:
         "parakeet"])
 def test_subsampling_and_frame_shift_describe_the_time_axis(
         build: Any, subsampling: int, frame_shift: float) -> None:
-    adapter = find_adapter(build())
+    adapter = runner_of(build())
     assert adapter.subsampling == subsampling
     assert adapter.frame_shift_seconds == pytest.approx(frame_shift)
 
 
 def test_has_decoder_tells_attention_decoders_from_encoders() -> None:
     whisper = built("whisper")
-    assert find_adapter(whisper).has_decoder and find_adapter(built("speech2text")).has_decoder
-    assert not find_adapter(whisper.model.encoder).has_decoder
-    assert not any(find_adapter(built(family)).has_decoder for family in CTC)
+    assert find_site_map(whisper).has_decoder and find_site_map(built("speech2text")).has_decoder
+    assert not find_site_map(whisper.model.encoder).has_decoder
+    assert not any(find_site_map(built(family)).has_decoder for family in CTC)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_encoder_frames_are_subsampling_input_frames_apart(family: str) -> None:
-    adapter = find_adapter(built(family))
+    adapter = runner_of(built(family))
     low, high = INPUT_RANGE[family]
     lengths = torch.arange(low, high + 1)
     frames = output_lengths(family)(lengths)
@@ -390,11 +396,11 @@ ERRORS = {
 def test_errors_name_the_fix(case: str) -> None:
     family, call, error, fix = ERRORS[case]
     with pytest.raises(error, match=re.escape(fix)):
-        call(find_adapter(built(family)))
+        call(runner_of(built(family)))
 
 
 def test_a_decoderless_whisper_says_which_class_scores_labels() -> None:
     batch = _whisper_batch()
     for part in (built("whisper").model, built("whisper").model.encoder):
         with pytest.raises(CapabilityError, match="load WhisperForConditionalGeneration"):
-            find_adapter(part).label_log_probs(batch)
+            runner_of(part).label_log_probs(batch)

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 import attnprobe
-from attnprobe.adapters import _BUILTIN_MODULES, SiteBinding, find_adapter
+from attnprobe.adapters import _BUILTIN_MODULES, SiteBinding, find_site_map
 from attnprobe.adapters.generic import (
     FINDERS,
-    InferredAdapter,
+    InferredSites,
     attention_site,
-    infer_adapter,
+    infer_site_map,
     register_finder,
 )
 from attnprobe.errors import MemoryBudgetExceeded
@@ -48,7 +48,7 @@ def traced_attention(module: nn.Module, *args: object, **kwargs: object):
     """Call ``module`` inside a trace (with the generic adapter); return output and the trace."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        adapter = infer_adapter(module)
+        adapter = infer_site_map(module)
     with attnprobe.trace(module, adapter=adapter) as traced:
         output = module(*args, **kwargs)
     return output, traced
@@ -108,9 +108,9 @@ def test_nested_traces_both_receive_attention_and_user_hooks_see_the_callers_out
     before = snapshot(module)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with attnprobe.trace(module, adapter=InferredAdapter) as outer:
+        with attnprobe.trace(module, adapter=InferredSites) as outer:
             during = module.register_forward_hook(lambda _m, _a, output: seen.append(output[1]))
-            with attnprobe.trace(module, adapter=InferredAdapter) as inner:
+            with attnprobe.trace(module, adapter=InferredSites) as inner:
                 module(x, x, x, key_padding_mask=padding, need_weights=False)
             during.remove()
     assert_restored(module, before)
@@ -124,7 +124,7 @@ def test_nobody_wanting_weights_leaves_the_call_untouched() -> None:
     module = attention_module(batch_first=True)
     x, padding = padded_inputs([5, 2], batch_first=True)
     expected = module(x, x, x, key_padding_mask=padding, need_weights=False)[0]
-    with attnprobe.trace(module, adapter=InferredAdapter, store=False):
+    with attnprobe.trace(module, adapter=InferredSites, store=False):
         output = module(x, x, x, key_padding_mask=padding, need_weights=False)[0]
     assert torch.equal(output, expected)
 
@@ -134,7 +134,7 @@ def test_memory_budget_stops_before_weights_exist_and_cleans_up() -> None:
     x, padding = padded_inputs([5, 2], batch_first=True)
     before = snapshot(module)
     with pytest.raises(MemoryBudgetExceeded):
-        with attnprobe.trace(module, adapter=InferredAdapter, memory_budget=16):
+        with attnprobe.trace(module, adapter=InferredSites, memory_budget=16):
             module(x, x, x, key_padding_mask=padding)
     assert_restored(module, before)
 
@@ -149,7 +149,7 @@ def test_any_batch_and_failure_leave_the_module_as_it_was(
     expected = module(x, x, x, key_padding_mask=padding, need_weights=need_weights)
     before = snapshot(module)
     try:
-        with attnprobe.trace(module, adapter=InferredAdapter) as traced:
+        with attnprobe.trace(module, adapter=InferredSites) as traced:
             if failure == "in_forward":
                 failing = module.register_forward_pre_hook(_raise)
             try:
@@ -188,7 +188,7 @@ def tiny_transformer(batch_first: bool) -> nn.Transformer:
 def test_generic_infers_transformer_sites_and_warns_once_naming_them() -> None:
     model = tiny_transformer(batch_first=False)
     with pytest.warns(UserWarning, match="decoder.1.cross_attn <- decoder.layers.1.multihead_attn"):
-        adapter = infer_adapter(model)
+        adapter = infer_site_map(model)
     assert adapter is not None
     sites = [binding.site for binding in adapter.bindings()]
     assert [(site.name, site.stack, site.layer, site.kind) for site in sites] == [
@@ -213,7 +213,7 @@ def test_generic_trace_of_transformer_matches_untraced_with_lengths(batch_first:
     expected = model(source, target, **masks)
     before = snapshot(model)
     with pytest.warns(UserWarning):
-        adapter = infer_adapter(model)
+        adapter = infer_site_map(model)
     with attnprobe.trace(model, adapter=adapter) as traced:
         output = model(source, target, **masks)
     assert_restored(model, before)
@@ -244,7 +244,7 @@ def test_generic_handles_the_nested_tensor_fast_path() -> None:
         watch = model.layers[0].self_attn.register_forward_pre_hook(
             lambda _m, args: nested.append(args[0].is_nested))
         before = snapshot(model)
-        with attnprobe.trace(model, adapter=InferredAdapter,
+        with attnprobe.trace(model, adapter=InferredSites,
                              capture={"input", "output", "attention"}) as traced:
             output = model(x, src_key_padding_mask=padding)
     assert_restored(model, before)
@@ -269,7 +269,7 @@ class TwoTowers(nn.Module):
 
 def test_generic_numbers_sites_without_layer_numbers_and_reads_cross_by_name() -> None:
     with pytest.warns(UserWarning):
-        adapter = infer_adapter(TwoTowers())
+        adapter = infer_site_map(TwoTowers())
     assert adapter is not None
     assert [binding.site.name for binding in adapter.bindings()] == [
         "encoder.0.self_attn", "encoder.1.self_attn", "decoder.0.cross_attn"]
@@ -283,7 +283,7 @@ def test_generic_lengths_from_boolean_and_additive_padding_masks(padding_value: 
     mask = padding if padding_value is True else torch.zeros(2, 6).masked_fill(padding,
                                                                                 padding_value)
     with pytest.warns(UserWarning):
-        adapter = infer_adapter(model)
+        adapter = infer_site_map(model)
     with attnprobe.trace(model, adapter=adapter) as traced:
         model(x, src_key_padding_mask=mask)
     assert torch.equal(traced["encoder.0.self_attn"].lengths, torch.tensor([6, 2]))
@@ -294,7 +294,7 @@ def test_generic_lengths_from_boolean_and_additive_padding_masks(padding_value: 
 
 
 def test_generic_finds_nothing_in_a_model_without_attention() -> None:
-    assert infer_adapter(nn.Sequential(nn.Linear(4, 4), nn.ReLU())) is None
+    assert infer_site_map(nn.Sequential(nn.Linear(4, 4), nn.ReLU())) is None
 
 
 def test_registered_finders_extend_the_fallback() -> None:
@@ -307,11 +307,11 @@ def test_registered_finders_extend_the_fallback() -> None:
                 for path, module in model.named_modules() if isinstance(module, Pooling)]
 
     model = nn.Sequential(nn.ModuleList([Pooling(), Pooling()]))
-    assert infer_adapter(model) is None
+    assert infer_site_map(model) is None
     register_finder(find_pooling)
     try:
         with pytest.warns(UserWarning, match="encoder.1.self_attn <- 0.1"):
-            adapter = infer_adapter(model)
+            adapter = infer_site_map(model)
     finally:
         FINDERS.remove(find_pooling)
     assert adapter is not None and len(adapter.bindings()) == 2
@@ -319,6 +319,6 @@ def test_registered_finders_extend_the_fallback() -> None:
 
 @pytest.mark.skipif("generic" not in _BUILTIN_MODULES,
                     reason="adapters/__init__.py does not list the generic fallback yet")
-def test_find_adapter_falls_back_to_the_generic_adapter() -> None:
+def test_find_site_map_falls_back_to_the_generic_adapter() -> None:
     with pytest.warns(UserWarning, match="inferred 6 attention sites"):
-        assert isinstance(find_adapter(tiny_transformer(batch_first=True)), InferredAdapter)
+        assert isinstance(find_site_map(tiny_transformer(batch_first=True)), InferredSites)

@@ -10,15 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from attnprobe.models import (
-    END_OF_SENTENCE_INDEX,
-    ConformerAED,
-    ConformerAEDConfig,
-    valid_frames_mask,
-)
+from attnprobe.lengths import valid_mask
+from attnprobe.models import END_OF_SENTENCE_INDEX, ConformerAED, ConformerAEDConfig
 
-from .conformer_inputs import VOCAB, padded_features, padded_labels, tiny_model
-from .conformer_inputs import single_thread  # noqa: F401  (autouse: importing it applies it here)
+from .conformer_inputs import (
+    VOCAB,
+    padded_features,
+    padded_labels,
+    single_thread,  # noqa: F401  (autouse: importing it applies it here)
+    tiny_model,
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +127,7 @@ def test_self_attention_tap_probabilities_match_the_fast_path() -> None:
     assert isinstance(probabilities, torch.Tensor)
     batch, heads, queries, keys = probabilities.shape
     assert (batch, heads, queries, keys) == (3, 4, 11, 11)
-    valid = valid_frames_mask(encoder_lengths, keys)
+    valid = valid_mask(encoder_lengths, keys)
     assert bool((probabilities.masked_select(~valid[:, None, None, :]) == 0).all())
     row_sums = probabilities.sum(dim=-1)
     torch.testing.assert_close(row_sums, torch.ones_like(row_sums))
@@ -235,7 +236,7 @@ def test_label_log_probs_are_the_logits_at_the_labels_and_differentiable() -> No
     logits = model(features, lengths, labels, label_lengths).logits
     assert logits is not None
     expected = logits[:, :4].log_softmax(-1).gather(-1, labels[..., None]).squeeze(-1)
-    valid = valid_frames_mask(label_lengths, 4)
+    valid = valid_mask(label_lengths, 4)
     torch.testing.assert_close(log_probs[valid], expected[valid])
     assert bool((log_probs[~valid] == 0).all()) and bool((log_probs[valid] < 0).all())
 

@@ -8,10 +8,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnprobe.models import ConformerAED, ConformerAEDConfig, valid_frames_mask
+from attnprobe.lengths import valid_mask
+from attnprobe.models import ConformerAED, ConformerAEDConfig
 
-from .conformer_inputs import VOCAB, padded_features, padded_labels, tiny_model
-from .conformer_inputs import single_thread  # noqa: F401  (autouse: importing it applies it here)
+from .conformer_inputs import (
+    VOCAB,
+    padded_features,
+    padded_labels,
+    single_thread,  # noqa: F401  (autouse: importing it applies it here)
+    tiny_model,
+)
 
 
 def test_hard_centre_cross_attention_puts_all_weight_on_the_middle_frame() -> None:
@@ -34,7 +40,7 @@ def test_hard_centre_cross_attention_puts_all_weight_on_the_middle_frame() -> No
     torch.testing.assert_close(
         blended.cross_attention[:, 0], 0.75 * soft.cross_attention[:, 0] + 0.25 * centres
     )
-    padded = ~valid_frames_mask(hard.encoder_lengths, frames)
+    padded = ~valid_mask(hard.encoder_lengths, frames)
     assert bool((blended.cross_attention.masked_select(padded[:, None, :]) == 0).all())
 
 

@@ -77,7 +77,7 @@ def test_planted_reversal_is_reported_once_naming_its_block(block: int, every: i
     monitor = FlipMonitor(model, probe_batch(), every=every, on_flip=events.append,
                           max_frames=max_frames)
     train_steps(model, range(1, 11), monitor, plant=(block, 5))
-    assert [(event.step, event.block) for event in events] == [(5, block)]
+    assert [(event.step, event.reversed_at) for event in events] == [(5, block)]
     assert monitor.flip is events[0]
     before = [record for record in monitor.history if record.step < 5]
     assert all(record.reversed_at is None for record in before)
@@ -197,7 +197,7 @@ def test_the_record_follows_the_combined_verdict_of_its_probes() -> None:
 def test_a_reversal_only_the_decoder_probes_see_is_a_flip(monkeypatch) -> None:
     """A frame mapping that sees nothing, the gradient maps of an aligned decoder turning at block
     2 and backward cross-attention: the monitor reports a flip at block 2, decided by the decoder."""
-    import attnprobe.monitor as monitor_module
+    import attnprobe.probes.report as report_module
 
     def forward_mapping(*args, **kwargs):
         result = frame_mapping(*args, **kwargs)
@@ -215,13 +215,13 @@ def test_a_reversal_only_the_decoder_probes_see_is_a_flip(monkeypatch) -> None:
         result.cross_attention.per_sequence = -np.ones_like(result.cross_attention.per_sequence)
         return result
 
-    monkeypatch.setattr(monitor_module, "frame_mapping", forward_mapping)
-    monkeypatch.setattr(monitor_module, "gradient_maps", turning_maps)
-    monkeypatch.setattr(monitor_module, "streaming_probes", backward_cross_attention)
+    monkeypatch.setattr(report_module, "frame_mapping", forward_mapping)
+    monkeypatch.setattr(report_module, "gradient_maps", turning_maps)
+    monkeypatch.setattr(report_module, "streaming_probes", backward_cross_attention)
     events: list[FlipEvent] = []
     record = FlipMonitor(tiny_model(), probe_batch(), every=1, on_flip=events.append).probe(0)
     assert (record.reversed_at, record.decided_by) == (2, "gradient maps and cross-attention")
-    assert [event.block for event in events] == [2]
+    assert [event.reversed_at for event in events] == [2]
     alone = FlipMonitor(tiny_model(), probe_batch(), every=1, on_flip=events.append,
-                        gradient_maps=False).probe(0)
+                        with_gradient_maps=False).probe(0)
     assert alone.reversed_at is None and alone.gradient_map_scores is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,9 +22,14 @@ def test_editable_install_maps_the_adapters_folder() -> None:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # Built from a copy of the sources: setuptools reuses a checkout's build/ folder, where files
+    # deleted from the sources would linger and be packed.
+    source = tmp_path_factory.mktemp("source") / "attnprobe"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "*.egg-info", "data", "runs", "checkpoints", "__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out),
-                    str(REPO)], check=True, capture_output=True, timeout=300)
+                    str(source)], check=True, capture_output=True, timeout=300)
     (built,) = out.glob("attnprobe-*.whl")
     return built
 
@@ -60,3 +66,12 @@ def test_wheel_holds_every_subpackage_of_the_source_tree(wheel: Path) -> None:
     source = sorted(str(path.relative_to(REPO)) for path in (REPO / "attnprobe").rglob("__init__.py"))
     missing = [path for path in source if path not in names]
     assert not missing, f"add these packages to [tool.setuptools] packages in pyproject: {missing}"
+
+
+def test_wheel_carries_the_library_not_the_experiments(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    experiments = [name for name in names if name.startswith(("benchmarks/", "tests/"))
+                   or "/corpus/" in name or "espeak" in name or "festival" in name
+                   or "flite" in name or "training_set" in name or "reproduction" in name]
+    assert not experiments, f"speech synthesis and experiments belong under benchmarks/: {experiments}"
+    assert {"attnprobe/features.py", "attnprobe/labels.py"} <= names

@@ -13,7 +13,7 @@ import attnprobe
 from attnprobe.errors import CapabilityError, InputError
 from attnprobe.probes import cross_attention_monotonicity, self_attention_diagonality
 from attnprobe.probes.cross_attention import monotonicity_of_call
-from attnprobe.probes.result import rank_correlation_with_position
+from attnprobe.probes.statistics import rank_correlation_with_position
 from attnprobe.records import Captured
 from attnprobe.testing import force_attention
 from tests.test_probes_models import conformer_aed, speech_batch
@@ -24,7 +24,7 @@ EXPECTED = {"diagonal": 1.0, "anti-diagonal": -1.0, "uniform": 0.0}
 
 def traced(batch: attnprobe.SpeechBatch, kinds: tuple[str, ...] = ("self_attn", "cross_attn")
            ) -> attnprobe.Trace:
-    with attnprobe.trace(MODEL, kinds=kinds) as trace, torch.no_grad():
+    with attnprobe.trace(MODEL, kind=kinds) as trace, torch.no_grad():
         MODEL(batch.inputs, batch.input_lengths, batch.labels, batch.label_lengths)
     return trace
 
@@ -78,8 +78,8 @@ def test_offset_histogram_of_forced_patterns() -> None:
     # Six frames reversed: query t attends key 5 - t, offsets 5, 3, 1, -1, -3, -5 (ends clipped).
     expected = np.array([1, 1, 0, 1, 0, 1, 0, 1, 1]) / 6
     assert np.allclose(anti.offset_histogram[0, 0, 0], expected, atol=1e-6)
-    assert diagonal.first_anti_diagonal_layer is None
-    assert anti.first_anti_diagonal_layer == 0
+    assert diagonal.reversed_at is None
+    assert anti.reversed_at == 0
 
 
 @settings(max_examples=10, deadline=None)

@@ -17,7 +17,7 @@ from tests.test_probes_models import conformer_aed, speech_batch
 
 MODEL = conformer_aed()
 BRANCHES = ["ffn1", "self_attn", "conv", "ffn2"]
-TRACE = dict(kinds=("block", "ffn", "self_attn", "conv"), stack="encoder",
+TRACE = dict(kind=("block", "ffn", "self_attn", "conv"), stack="encoder",
              capture={"input", "output"})
 
 
@@ -87,7 +87,7 @@ def test_a_dominating_branch_is_named_and_summarised() -> None:
 
 def test_a_trace_without_branch_inputs_names_the_capture_to_use() -> None:
     batch = speech_batch([5])
-    with attnprobe.trace(MODEL, kinds=("block", "ffn", "self_attn", "conv")) as trace, \
+    with attnprobe.trace(MODEL, kind=("block", "ffn", "self_attn", "conv")) as trace, \
             torch.no_grad():
         MODEL(batch.inputs, batch.input_lengths)
     with pytest.raises(CapabilityError, match=r"capture=\{'input', 'output'\}"):

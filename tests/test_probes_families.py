@@ -8,12 +8,12 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from attnprobe.adapters import find_adapter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from attnprobe import SpeechBatch
+from attnprobe.adapters import resolve_adapter
 from attnprobe.errors import InputError
 from attnprobe.probes import reversal_report, streaming_probes
 from attnprobe.testing import force_attention, scale_branch
@@ -130,8 +130,8 @@ def test_whisper_reversal_and_decoder_probes(labels: list[int], block: int | Non
 def test_whisper_prompt_positions_are_not_ranked() -> None:
     """After a two-token prompt, the first decoder position predicts the second prompt token:
     only the positions that predict labels are ranked."""
-    adapter = find_adapter(WHISPER)
-    adapter.prompt_ids = [1, 3]
+    adapter = resolve_adapter(WHISPER)
+    adapter.runner.prompt_ids = [1, 3]
     with pytest.raises(InputError, match="sequence 1 has 3 valid label positions"):
         streaming_probes(WHISPER, whisper_batch([4, 3]), adapter=adapter)
     with force_attention(WHISPER, "anti-diagonal", sites="decoder.*.cross_attn", adapter=adapter):

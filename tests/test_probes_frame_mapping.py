@@ -63,7 +63,7 @@ def test_exact_maps_are_the_frobenius_norms_of_the_jacobian_blocks() -> None:
     batch = speech_batch([4])
     exact = frame_mapping(MODEL, batch, layers=[1], projections=None)
     inputs = batch.inputs.clone().requires_grad_(True)
-    with attnprobe.trace(MODEL, kinds=("frontend", "block"), capture={"output"},
+    with attnprobe.trace(MODEL, kind=("frontend", "block"), capture={"output"},
                          attach=True) as trace:
         MODEL(inputs, batch.input_lengths)
     encoder_input, output = trace["encoder.frontend"].output, trace["encoder.1"].output

@@ -32,7 +32,7 @@ def test_maps_equal_one_backward_per_label() -> None:
     maps = gradient_maps(MODEL, batch)
     assert maps.sites == ["encoder.frontend", "encoder.0", "encoder.1", "encoder.2"]
     inputs = batch.inputs.clone().requires_grad_(True)
-    with attnprobe.trace(MODEL, kinds=("frontend", "block"), capture={"output"},
+    with attnprobe.trace(MODEL, kind=("frontend", "block"), capture={"output"},
                          attach=True) as trace:
         log_probs = MODEL.label_log_probs(inputs, batch.input_lengths, batch.labels,
                                           batch.label_lengths)
@@ -57,7 +57,7 @@ def test_an_aligning_decoder_without_reversal_is_not_reversed(batch: attnprobe.S
     # centre of mass past its neighbour's, so there the order only has to hold clearly.
     assert maps.scores[-1] == pytest.approx(orientation)
     assert np.all(orientation * maps.scores >= maps.threshold)
-    assert maps.aligned and maps.turned_at is None and maps.verdict == "not reversed"
+    assert maps.aligned and maps.reversed_at is None and maps.verdict == "not reversed"
 
 
 @settings(max_examples=8, deadline=None)
@@ -65,7 +65,7 @@ def test_an_aligning_decoder_without_reversal_is_not_reversed(batch: attnprobe.S
 def test_the_maps_turn_at_the_planted_reversal(batch: attnprobe.SpeechBatch, block: int) -> None:
     with monotone_decoder(MODEL, backwards=True), plant_reversal(MODEL, block):
         maps = gradient_maps(MODEL, batch)
-    assert maps.turned_at == block
+    assert maps.reversed_at == block
     assert np.all(maps.scores[:1 + block] >= maps.threshold)
     assert np.all(maps.scores[1 + block:] <= -maps.threshold)
     assert maps.scores[-1] == pytest.approx(-1.0)
@@ -81,17 +81,17 @@ def test_padded_batch_maps_equal_each_sequence_alone(batch: attnprobe.SpeechBatc
         assert np.allclose(alone.per_sequence[0], together.per_sequence[index])
 
 
-@pytest.mark.parametrize(("scores", "turned_at", "verdict"), [
+@pytest.mark.parametrize(("scores", "reversed_at", "verdict"), [
     ([0.9, 0.8, -0.7, -0.9], 1, "reversed at block 1"),
     ([-0.9, -0.8, 0.7, 0.9], 1, "reversed at block 1"),
     ([0.9, -0.8, 0.9, 0.9], None, "not reversed"),
     ([0.2, -0.9, -0.9, -0.9], None, "undetermined"),
 ])
-def test_verdict_follows_the_order_of_g0(scores: list[float], turned_at: int | None,
+def test_verdict_follows_the_order_of_g0(scores: list[float], reversed_at: int | None,
                                           verdict: str) -> None:
     maps = GradientMaps(["encoder.frontend", "encoder.0", "encoder.1", "encoder.2"], [],
                         np.array([scores]))
-    assert maps.turned_at == turned_at
+    assert maps.reversed_at == reversed_at
     assert maps.verdict.startswith(verdict)
 
 

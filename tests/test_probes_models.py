@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from attnprobe.adapters import registry
 from torch import nn
 
 import attnprobe
 from attnprobe import SpeechBatch
+from attnprobe.adapters import registry
 from attnprobe.models import ConformerAED, ConformerAEDConfig
 from attnprobe.probes import ReversalReport, reversal_report
 from attnprobe.testing import (
@@ -227,13 +227,13 @@ def test_scaled_branch_scales_what_the_block_adds_and_is_removed_after_errors() 
 def test_forced_attention_is_what_traces_see_and_the_registry_is_restored(pattern: str) -> None:
     model = conformer_aed(blocks=1)
     batch = speech_batch([7, 4])
-    adapters = list(registry.adapters)
+    adapters = list(registry.site_maps)
     before = encoder_output(model, batch)
     with force_attention(model, pattern):
-        with attnprobe.trace(model, kinds="self_attn") as traced:
+        with attnprobe.trace(model, kind="self_attn") as traced:
             during = encoder_output(model, batch)
     assert torch.equal(during, before)
-    assert registry.adapters == adapters
+    assert registry.site_maps == adapters
     expected = attention_pattern(pattern, 7, 7, torch.tensor([7, 4]), torch.tensor([7, 4]))
     seen = traced["encoder.0.self_attn"].attention
     assert torch.equal(seen, expected[:, None].expand_as(seen))

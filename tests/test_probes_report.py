@@ -64,7 +64,7 @@ def test_a_synthetic_flipped_aed_has_all_evidence_agree(block: int | None) -> No
         report = report_with(MODEL, batch, block)
     assert_reversed_at(report, block, [12, 9])
     assert report.gradient_maps is not None and report.cross_attention is not None
-    assert report.gradient_maps.turned_at == block
+    assert report.gradient_maps.reversed_at == block
     assert report.cross_attention.verdict == ("monotone" if block is None else "reversed")
     assert sum("(agrees)" in note for note in report.notes) == 2
     assert not any("disagrees" in note for note in report.notes)

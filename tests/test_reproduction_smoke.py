@@ -14,11 +14,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attnprobe.corpus.training_set import TrainingSplit
-from attnprobe.corpus.vocabulary import CHARACTER_LABELS, generate_sentences
+from attnprobe.labels import CHARACTER_LABELS
 from attnprobe.models import ConformerAED, ConformerAEDConfig
+from benchmarks.corpus.training_set import TrainingSplit
+from benchmarks.corpus.vocabulary import generate_sentences
 from benchmarks.reproduction import evaluate, sweep, table
-from benchmarks.reproduction.early_attention import attended_positions
 from benchmarks.reproduction.data import (
     collate,
     epoch_batches,
@@ -26,6 +26,7 @@ from benchmarks.reproduction.data import (
     join,
     training_batches,
 )
+from benchmarks.reproduction.early_attention import attended_positions
 from benchmarks.reproduction.experiments import (
     Experiment,
     Recipe,

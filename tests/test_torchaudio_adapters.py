@@ -17,7 +17,7 @@ import attnprobe
 import attnprobe.adapters.torchaudio_conformer
 import attnprobe.adapters.torchaudio_emformer
 import attnprobe.adapters.torchaudio_wav2vec2
-from attnprobe.adapters.torchaudio_emformer import EmformerAdapter
+from attnprobe.adapters.torchaudio_emformer import EmformerSites
 from tests.torchaudio_models import (
     HEADS,
     assert_restored,
@@ -97,7 +97,7 @@ def test_conformer_sites_in_forward_order(convolution_first: bool) -> None:
     expected = [(f"encoder.{layer}{name}", kind) for layer in range(2)
                 for name, kind in [("", "block")] + [(f".{b}", k) for b, k in branches]]
     assert [(site.name, site.kind) for site in traced.sites] == expected
-    assert "frontend" in " ".join(traced.adapter.notes)
+    assert "frontend" in " ".join(traced.site_map.notes)
 
 
 @settings(max_examples=12, deadline=None)
@@ -159,8 +159,8 @@ def test_emformer_utterance_block_of_the_full_attention(config: dict) -> None:
         lambda _m, _a, kwargs, output: seen.append(kwargs | {"output": output[0]}),
         with_kwargs=True)
     with torch.no_grad(), attnprobe.trace(model) as traced:
-        with attnprobe.trace(model, adapter=EmformerAdapter(model, "full"),
-                             kinds="self_attn") as full:
+        with attnprobe.trace(model, adapter=EmformerSites(model, "full"),
+                             kind="self_attn") as full:
             model(features, lengths)
     watch.remove()
     attention = model.emformer_layers[1].attention
@@ -287,7 +287,7 @@ def test_nested_traces_both_receive_attention() -> None:
     for model, call in one_model_of_each_family():
         before = snapshot(model)
         with torch.no_grad(), attnprobe.trace(model) as outer:
-            with attnprobe.trace(model, kinds="self_attn") as inner:
+            with attnprobe.trace(model, kind="self_attn") as inner:
                 call()
         assert_restored(model, before)
         for name in ("encoder.0.self_attn", "encoder.1.self_attn"):
@@ -308,7 +308,7 @@ def test_wav2vec2_adapter_declines_wavlm_whose_attention_it_cannot_recompute() -
 
     wavlm = wavlm_model("group_norm", [(8, 10, 5)], False, 16, 0.0, 4, 2, 1, 2, 8, 16, 0.0, 32,
                         0.0, 0.0, False, 0.0, None)
-    adapter = attnprobe.adapters.torchaudio_wav2vec2.TorchaudioWav2Vec2Adapter
+    adapter = attnprobe.adapters.torchaudio_wav2vec2.TorchaudioWav2Vec2Sites
     assert not adapter.matches(wavlm)
     assert adapter.matches(tiny_wav2vec2())
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from attnprobe import CapabilityError, SpeechBatch
-from attnprobe.adapters import find_adapter
+from attnprobe.adapters import resolve_adapter
 
 torchaudio = pytest.importorskip("torchaudio")
 
@@ -24,7 +24,7 @@ def tiny_wav2vec2(aux: int | None) -> torch.nn.Module:
 
 def test_wav2vec2_ctc_log_probs_and_subsampling() -> None:
     model = tiny_wav2vec2(aux=7)
-    adapter = find_adapter(model)
+    adapter = resolve_adapter(model).runner
     batch = SpeechBatch(torch.randn(2, 400), torch.tensor([400, 300]))
     log_probs, frames = adapter.ctc_log_probs(batch)
     logits, expected_frames = model(batch.inputs, batch.input_lengths)
@@ -36,7 +36,7 @@ def test_wav2vec2_ctc_log_probs_and_subsampling() -> None:
 
 
 def test_wav2vec2_without_head_names_the_fix() -> None:
-    adapter = find_adapter(tiny_wav2vec2(aux=None))
+    adapter = resolve_adapter(tiny_wav2vec2(aux=None)).runner
     with pytest.raises(CapabilityError, match="aux_num_out"):
         adapter.ctc_log_probs(SpeechBatch(torch.randn(1, 400), torch.tensor([400])))
 
@@ -46,8 +46,8 @@ def test_conformer_runs_a_batch() -> None:
     model = torchaudio.models.Conformer(input_dim=8, num_heads=2, ffn_dim=16, num_layers=2,
                                         depthwise_conv_kernel_size=3).eval()
     batch = SpeechBatch(torch.randn(2, 9, 8), torch.tensor([9, 6]))
-    output, lengths = find_adapter(model).run(batch)
+    output, lengths = resolve_adapter(model).runner.run(batch)
     expected, _ = model(batch.inputs, batch.input_lengths)
     assert torch.equal(output, expected) and torch.equal(lengths, batch.input_lengths)
     with pytest.raises(CapabilityError, match="teacher-forced"):
-        find_adapter(model).label_log_probs(batch)
+        resolve_adapter(model).runner.label_log_probs(batch)

@@ -140,7 +140,7 @@ def test_bare_encoder_is_traced_too() -> None:
 
 def test_greedy_decoding_reports_cross_attention_once(model: ConformerAED) -> None:
     features, lengths, _, _ = make_batch([40, 30], [1, 1])
-    with attnprobe.trace(model, kinds="cross_attn") as t:
+    with attnprobe.trace(model, kind="cross_attn") as t:
         hypotheses = model.greedy_decode(features, lengths, max_labels=4)
     record = t["decoder.0.cross_attn"]
     assert len(record.attentions) == 1

@@ -44,7 +44,7 @@ def test_selection_by_glob_kind_and_layer() -> None:
     features, lengths = padded_batch([4, 4], 6)
     with attnprobe.trace(model, "encoder.*.self_attn", adapter=ToyAdapter) as by_glob:
         model(features, lengths)
-    with attnprobe.trace(model, kinds="ffn", layers=1, adapter=ToyAdapter) as by_kind:
+    with attnprobe.trace(model, kind="ffn", layer=1, adapter=ToyAdapter) as by_kind:
         model(features, lengths)
     assert [r.name for r in by_glob] == ["encoder.0.self_attn", "encoder.1.self_attn"]
     assert [r.name for r in by_kind] == ["encoder.1.ffn"]
@@ -177,14 +177,14 @@ def test_memory_budget_raises_before_attention_is_stored_and_names_options() -> 
     one_layer = 2 * 2 * 50 * 50 * 4
     hooks_before = all_hooks(model)
     with pytest.raises(MemoryBudgetExceeded, match="store=False") as raised:
-        with attnprobe.trace(model, kinds="self_attn", capture={"attention"},
+        with attnprobe.trace(model, kind="self_attn", capture={"attention"},
                              memory_budget=int(1.5 * one_layer), adapter=ToyAdapter) as t:
             model(features, lengths)
     assert "memory_budget" in str(raised.value)
     # The projection covers both layers, so nothing was stored at all.
     assert t.stored_bytes == 0
     assert all_hooks(model) == hooks_before
-    with attnprobe.trace(model, kinds="self_attn", capture={"attention"},
+    with attnprobe.trace(model, kind="self_attn", capture={"attention"},
                          memory_budget=2 * one_layer, adapter=ToyAdapter) as t:
         model(features, lengths)
     assert t.stored_bytes == 2 * one_layer

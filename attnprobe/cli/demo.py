@@ -18,17 +18,16 @@ import re
 import time
 from pathlib import Path
 
-from attnprobe.adapters.loading import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from attnprobe.audio import SHIPPED_UTTERANCE, read_audio
+from attnprobe.errors import ModelLoadError
+from attnprobe.jobs.files import PendingFiles, check_writable
+from attnprobe.jobs.items import InputItem, collect_inputs
+from attnprobe.loading import DEFAULT_MODEL, LoadedModel, load_model
+from attnprobe.reporting.html import PageTable, render_page
+from attnprobe.reporting.sections import queue_result
+from attnprobe.reporting.text import describe
+from attnprobe.reporting.utterance import ReportOptions, UtteranceResult, analyse
 
-from .analysis import ReportOptions, UtteranceResult, analyse, describe
-from .audio import read_audio
-from .html import PageTable, render_page
-from .inputs import InputItem, collect_inputs
-from .output import PendingFiles, check_writable
-from .report import queue_result
-
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
-SHIPPED_UTTERANCE = ASSETS / "utterance.wav"
 DEFAULT_OUT = "attnprobe-demo"
 
 
@@ -55,8 +54,8 @@ def untrained_stand_in() -> LoadedModel:
     """A seeded, randomly initialised tiny Conformer AED with character labels."""
     import torch
 
-    from attnprobe.adapters.loading import conformer_model
-    from attnprobe.corpus.vocabulary import CHARACTER_LABELS
+    from attnprobe.labels import CHARACTER_LABELS
+    from attnprobe.loading.conformer_checkpoint import conformer_model
     from attnprobe.models import ConformerAED, ConformerAEDConfig
 
     torch.manual_seed(0)

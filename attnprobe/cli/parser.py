@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from attnprobe.adapters.loading import DEFAULT_MODEL
-from attnprobe.alignment import BlankScore
+from attnprobe.alignment import DEFAULT_SETTINGS, BlankScore
+from attnprobe.loading import DEFAULT_MODEL
 from attnprobe.probes.report import DEFAULT_MAX_FRAMES
-
-from .align import GradientSettings
+from attnprobe.reporting.alignments import FORMATS, METHODS
 
 MODEL_HELP = (f"a model folder (Hugging Face Whisper / Wav2Vec2 / HuBERT, CTranslate2 Whisper, an "
               f"attnprobe Conformer checkpoint), a checkpoint file, "
@@ -63,23 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     align.add_argument("--model", default=DEFAULT_MODEL, metavar="M", help=MODEL_HELP)
     align.add_argument("--audio", required=True, metavar="A", help=AUDIO_HELP)
     align.add_argument("--text", metavar="T", help=TEXT_HELP)
-    align.add_argument("--method", choices=("gradient", "cross-attention", "ctc"),
+    align.add_argument("--method", choices=METHODS,
                        default="gradient",
                        help="gradient alignment (any model, default), Whisper-style "
                             "cross-attention DTW (attention decoders) or CTC forced alignment "
                             "(CTC heads)")
-    align.add_argument("--format", choices=("table", "json", "textgrid", "ctm"), default="table",
+    align.add_argument("--format", choices=FORMATS, default="table",
                        help="output format (default: table)")
     align.add_argument("--out", metavar="PATH",
                        help="output file (one audio file) or folder (several); default: print")
-    align.add_argument("--blank", type=blank_score, default=GradientSettings.blank, metavar="B",
+    align.add_argument("--blank", type=blank_score, default=DEFAULT_SETTINGS.blank, metavar="B",
                        help="gradient method: blank score of the Viterbi, a constant such as -6 "
                             "(the paper's for 10 ms frames) or REDUCTION:P for the percentile-"
-                            "mirrored blank, e.g. mean:80 or log_mean_exp:60 (default: mean:50)")
+                            "mirrored blank, e.g. mean:80 or log_mean_exp:60 (default: "
+                            f"{blank_text(DEFAULT_SETTINGS.blank)})")
     align.add_argument("--close-gaps", type=_non_negative_float,
-                       default=1000 * GradientSettings.max_gap_s, metavar="MS",
+                       default=1000 * DEFAULT_SETTINGS.max_gap_s, metavar="MS",
                        help="gradient method: gaps of at most MS milliseconds between words "
-                            "join the following word; 0 keeps them (default: 300)")
+                            "join the following word; 0 keeps them (default: "
+                            f"{1000 * DEFAULT_SETTINGS.max_gap_s:g})")
     return parser
 
 
@@ -128,6 +129,15 @@ def blank_score(text: str) -> BlankScore:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a blank score; give a constant such as -6, or REDUCTION:P with "
             f"REDUCTION mean, max or log_mean_exp and P in 0..100, such as mean:80") from error
+
+
+def blank_text(blank: BlankScore | None) -> str:
+    """How ``--blank`` writes ``blank`` (the inverse of :func:`blank_score`)."""
+    if blank is None:
+        return "the paper's constant"
+    if blank.kind == "constant":
+        return f"{blank.value:g}"
+    return f"{blank.reduction}:{blank.percentile:g}"
 
 
 def _positive_int(text: str) -> int:

@@ -16,7 +16,7 @@ from .conformer import (
     SinusoidalPositions,
 )
 from .decoder import DecoderOutput, DecoderState, LSTMDecoder
-from .frontend import VGGFrontend, valid_frames_mask
+from .frontend import VGGFrontend
 
 __all__ = [
     "BLANK_INDEX",
@@ -38,5 +38,4 @@ __all__ = [
     "SelfAttentionBranch",
     "SinusoidalPositions",
     "VGGFrontend",
-    "valid_frames_mask",
 ]

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnprobe.lengths import valid_mask
+
 from .config import BLANK_INDEX, END_OF_SENTENCE_INDEX, FIRST_REAL_LABEL, ConformerAEDConfig
 from .conformer import ConformerEncoder
 from .decoder import LSTMDecoder
-from .frontend import valid_frames_mask
 
 IGNORED_TARGET = -100
 """Target value that ``cross_entropy`` skips (its default ``ignore_index``)."""
@@ -159,7 +160,7 @@ class ConformerAED(nn.Module):
         assert output.logits is not None
         log_probs = output.logits[:, : labels.shape[1]].log_softmax(dim=-1)
         per_label = log_probs.gather(-1, labels[..., None]).squeeze(-1)
-        return per_label.masked_fill(~valid_frames_mask(label_lengths, labels.shape[1]), 0.0)
+        return per_label.masked_fill(~valid_mask(label_lengths, labels.shape[1]), 0.0)
 
     @torch.no_grad()
     def greedy_decode(
@@ -201,7 +202,7 @@ class ConformerAED(nn.Module):
         """``(batch, labels + 1)``: the labels, end-of-sentence after the last, padding ignored."""
         batch, max_labels = labels.shape
         targets = torch.cat([labels, labels.new_full((batch, 1), IGNORED_TARGET)], dim=1)
-        targets = targets.masked_fill(~valid_frames_mask(label_lengths, max_labels + 1), IGNORED_TARGET)
+        targets = targets.masked_fill(~valid_mask(label_lengths, max_labels + 1), IGNORED_TARGET)
         targets[torch.arange(batch, device=labels.device), label_lengths] = END_OF_SENTENCE_INDEX
         return targets
 
@@ -216,7 +217,7 @@ class ConformerAED(nn.Module):
                 f"label_lengths say {int(label_lengths.max())} labels but labels have only "
                 f"{labels.shape[1]} columns; lengths count the valid labels of the padded batch"
             )
-        valid = labels[valid_frames_mask(label_lengths, labels.shape[1])]
+        valid = labels[valid_mask(label_lengths, labels.shape[1])]
         if valid.numel() and (
             int(valid.min()) < FIRST_REAL_LABEL or int(valid.max()) >= self.config.vocab_size
         ):

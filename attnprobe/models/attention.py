@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnprobe.lengths import valid_mask
+
 from ..taps import AttentionTap, Tap
-from .frontend import valid_frames_mask
 
 
 class RelativePositionSelfAttention(nn.Module):
@@ -65,7 +66,7 @@ class RelativePositionSelfAttention(nn.Module):
         queries = self._split_heads(self.query(x))
         keys = self._split_heads(self.key(x))
         values = self._split_heads(values)
-        key_padding = ~valid_frames_mask(lengths, frames)[:, None, None, :]
+        key_padding = ~valid_mask(lengths, frames)[:, None, None, :]
         score_bias = self._relative_position_bias(queries).masked_fill(key_padding, float("-inf"))
         attended = F.scaled_dot_product_attention(
             queries,
@@ -175,7 +176,7 @@ class AdditiveAttention(nn.Module):
     def remember(self, encoder_out: torch.Tensor, encoder_lengths: torch.Tensor) -> AttentionMemory:
         """Precompute the per-frame parts of the energies for ``encoder_out (batch, frames, dim)``."""
         frames = encoder_out.shape[1]
-        valid = valid_frames_mask(encoder_lengths, frames)
+        valid = valid_mask(encoder_lengths, frames)
         values = encoder_out.masked_fill(~valid[..., None], 0.0)
         center_frame = torch.div(encoder_lengths, 2, rounding_mode="floor")
         center = F.one_hot(center_frame, frames).to(encoder_out.dtype)

@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attnprobe.lengths import valid_mask
+
 from .attention import RelativePositionSelfAttention
 from .config import ConformerAEDConfig
-from .frontend import VGGFrontend, valid_frames_mask
+from .frontend import VGGFrontend
 
 
 class FeedForward(nn.Module):
@@ -75,7 +77,7 @@ class ConvolutionModule(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """``(batch, frames, d_model)`` and ``(batch,)`` lengths -> the residual update."""
-        valid = valid_frames_mask(lengths, x.shape[1])
+        valid = valid_mask(lengths, x.shape[1])
         hidden = F.glu(self.pointwise_in(self.norm(x).transpose(1, 2)), dim=1)  # (batch, d_model, frames)
         hidden = hidden.masked_fill(~valid[:, None, :], 0.0)
         hidden = self.depthwise(F.pad(hidden, ((self.kernel_size - 1) // 2, self.kernel_size // 2)))
@@ -188,7 +190,7 @@ class ConformerEncoder(nn.Module):
             x = block(x, lengths)
             if index in wanted:
                 block_outputs[index] = x
-        x = x.masked_fill(~valid_frames_mask(lengths, x.shape[1])[..., None], 0.0)
+        x = x.masked_fill(~valid_mask(lengths, x.shape[1])[..., None], 0.0)
         if return_block_outputs is None:
             return x, lengths
         return x, lengths, block_outputs

@@ -1,4 +1,4 @@
-"""The VGG-style convolutional frontend, and the lengths-to-mask convention used by every module.
+"""The VGG-style convolutional frontend.
 
 Padded frames are zeroed at the input and after every stage, and a stage that pools time by ``p``
 keeps ``length // p`` frames, so each kept frame is computed from valid input frames and zeros only:
@@ -12,18 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-
-def valid_frames_mask(lengths: torch.Tensor, frames: int) -> torch.Tensor:
-    """``True`` on real frames, ``False`` on padding.
-
-    Args:
-        lengths: ``(batch,)`` valid frames per sequence.
-        frames: padded length of the time axis.
-
-    Returns:
-        ``(batch, frames)`` bool.
-    """
-    return torch.arange(frames, device=lengths.device) < lengths[:, None]
+from attnprobe.lengths import valid_mask
 
 
 class VGGFrontend(nn.Module):
@@ -68,10 +57,10 @@ class VGGFrontend(nn.Module):
         """
         x = features.unsqueeze(1)  # (batch, 1, frames, n_mels)
         # masked_fill rather than a product, so even NaN or inf in the padding cannot leak.
-        x = x.masked_fill(~valid_frames_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
+        x = x.masked_fill(~valid_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
         for stage, pool in zip(self.stages, self.time_pools, strict=True):
             x = stage(x)
             lengths = torch.div(lengths, pool, rounding_mode="floor")
-            x = x.masked_fill(~valid_frames_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
+            x = x.masked_fill(~valid_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
         x = x.transpose(1, 2).flatten(2)  # (batch, frames, channels * mel bins)
         return self.projection(x), lengths

@@ -1,7 +1,7 @@
 """Reversal probes: does an encoder reverse the time axis, and at which block?
 
 Schmitt et al. (ICASSP 2025) found Conformer encoders that output frame ``t`` with the content of
-input frame ``T-1-t``. Each probe measures one face of that (see ``/work/shared/paper.md``):
+input frame ``T-1-t``. Each probe measures one face of that (Schmitt et al., ICASSP 2025):
 
 - :func:`cross_attention_monotonicity`: the decoder attends the encoder output backwards;
 - :func:`self_attention_diagonality`: a block's self-attention turns anti-diagonal;
@@ -28,8 +28,10 @@ from .dominance import BranchDominance, BranchDominanceReducer, branch_dominance
 from .frame_mapping import FrameMapping, frame_mapping
 from .gradient_maps import GradientMaps, gradient_maps
 from .report import ReversalReport, reversal_report
-from .result import MINIMUM_POSITIONS, REVERSAL_THRESHOLD, ProbeResult
+from .result import ProbeResult
+from .statistics import MINIMUM_POSITIONS
 from .streaming import StreamingResults, streaming_probes
+from .verdict import REVERSAL_THRESHOLD
 
 __all__ = [
     "MINIMUM_POSITIONS",

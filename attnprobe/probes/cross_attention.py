@@ -6,12 +6,12 @@ against the label index (Spearman). An unflipped trained model attends later fra
 
 Usage, on stored records or streaming::
 
-    with attnprobe.trace(model, kinds="cross_attn") as t:
+    with attnprobe.trace(model, kind="cross_attn") as t:
         model(features, feature_lengths, labels, label_lengths)
     cross_attention_monotonicity(t).verdict            # "monotone", "reversed" or "not monotone"
 
     reducer = CrossAttentionMonotonicityReducer()
-    with attnprobe.trace(model, kinds="cross_attn", reducers=[reducer], store=False):
+    with attnprobe.trace(model, kind="cross_attn", reducers=[reducer], store=False):
         model(features, feature_lengths, labels, label_lengths)
     reducer.result()                                   # the same result, O(layers x heads) memory
 """
@@ -22,22 +22,16 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
-import torch
 
 from attnprobe.errors import CapabilityError, InputError
-from attnprobe.records import Captured
+from attnprobe.lengths import full_lengths
+from attnprobe.records import Captured, RecordSource, records_of
+from attnprobe.reducers import replay
 from attnprobe.sites import Site
 
-from .result import (
-    REVERSAL_THRESHOLD,
-    ProbeResult,
-    RecordSource,
-    centre_of_mass,
-    rank_correlation_with_position,
-    records_of,
-    replay,
-    require_positions,
-)
+from .result import ProbeResult
+from .statistics import centre_of_mass, rank_correlation_with_position, require_positions
+from .verdict import REVERSAL_THRESHOLD
 
 
 @dataclass(repr=False)
@@ -172,7 +166,7 @@ def monotonicity_of_call(captured: Captured, exclude_end: bool = True,
     batch, heads, _, frames = attention.shape
     label_counts = captured.lengths - (1 if exclude_end else 0) - first_label_position
     key_lengths = captured.key_lengths if captured.key_lengths is not None else \
-        torch.full((batch,), frames, dtype=torch.long)
+        full_lengths(batch, frames)
     what = "label positions" + (" (end of sequence excluded)" if exclude_end else "")
     fix = ("teacher-force more labels in one forward call (cross-attention captured one "
            "decoding step at a time cannot be ranked)")

@@ -28,17 +28,13 @@ import numpy as np
 import torch
 
 from attnprobe.errors import CapabilityError, InputError
-from attnprobe.records import Captured
+from attnprobe.records import Captured, RecordSource, records_of
+from attnprobe.reducers import replay
 from attnprobe.sites import Site
 
-from .result import (
-    MINIMUM_POSITIONS,
-    REVERSAL_THRESHOLD,
-    ProbeResult,
-    RecordSource,
-    records_of,
-    replay,
-)
+from .result import ProbeResult
+from .statistics import MINIMUM_POSITIONS
+from .verdict import REVERSAL_THRESHOLD
 
 DEFAULT_MAX_OFFSET = 16
 """Histogram range in frames; 16 is the relative-position clip of the paper's model."""
@@ -75,7 +71,7 @@ class SelfAttentionDiagonality(ProbeResult):
     notes: list[str] = field(default_factory=list)
 
     derived: ClassVar[tuple[str, ...]] = ("scores", "layer_scores", "verdicts",
-                                          "first_anti_diagonal_layer")
+                                          "reversed_at")
 
     @property
     def per_sequence(self) -> np.ndarray:
@@ -111,8 +107,9 @@ class SelfAttentionDiagonality(ProbeResult):
         return [_classify(score, self.threshold) for score in self.layer_scores]
 
     @property
-    def first_anti_diagonal_layer(self) -> int | None:
-        """The first layer whose heads, on average, attend near the anti-diagonal."""
+    def reversed_at(self) -> int | None:
+        """The first layer whose heads, on average, attend near the anti-diagonal: the block
+        that turns time shows such attention (paper section 3)."""
         for layer, verdict in zip(self.layers, self.verdicts):
             if verdict == "anti-diagonal":
                 return layer

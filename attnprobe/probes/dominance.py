@@ -12,7 +12,7 @@ post-norm families the adapter's branch module may see a normalised stream inste
 
 Branch inputs are not captured by default; trace with::
 
-    with attnprobe.trace(model, kinds=("block", "ffn", "self_attn", "conv"), stack="encoder",
+    with attnprobe.trace(model, kind=("block", "ffn", "self_attn", "conv"), stack="encoder",
                          capture={"input", "output"}) as t:
         model(features, feature_lengths)
     branch_dominance(t)
@@ -28,10 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from attnprobe.errors import CapabilityError, InputError
-from attnprobe.records import Captured
+from attnprobe.lengths import valid_mask
+from attnprobe.records import Captured, RecordSource, records_of
+from attnprobe.reducers import replay
 from attnprobe.sites import Site
 
-from .result import ProbeResult, RecordSource, records_of, replay
+from .result import ProbeResult
 
 BRANCH_KINDS = ("ffn", "self_attn", "conv")
 
@@ -131,7 +133,7 @@ class BranchDominanceReducer:
         if not blocks or not branches or missing:
             raise CapabilityError(
                 "branch dominance needs the inputs and outputs of the blocks and of their "
-                "branches; trace with attnprobe.trace(model, kinds=('block', 'ffn', 'self_attn', "
+                "branches; trace with attnprobe.trace(model, kind=('block', 'ffn', 'self_attn', "
                 "'conv'), stack='encoder', capture={'input', 'output'})"
                 + (f" (no inputs captured at {', '.join(missing[:3])})" if missing else ""))
         sequences = self._sequence_count(blocks[0])
@@ -165,14 +167,9 @@ def _layer(site: Site) -> int:
     return site.layer
 
 
-def _valid_mask(captured: Captured) -> torch.Tensor:
-    frames = captured.value.shape[1]
-    return torch.arange(frames, device=captured.value.device) < captured.lengths[:, None]
-
-
 def _masked_mean(values: torch.Tensor, captured: Captured) -> np.ndarray:
     """``(batch, frames)`` -> ``(batch,)`` mean over each sequence's valid frames."""
-    valid = _valid_mask(captured)
+    valid = valid_mask(captured.lengths.to(values.device), values.shape[1])
     total = values.masked_fill(~valid, 0.0).sum(1)
     return (total / captured.lengths.clamp_min(1).to(total.dtype)).detach().cpu().double().numpy()
 

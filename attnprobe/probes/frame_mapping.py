@@ -26,24 +26,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnprobe.batch import SpeechBatch
-from attnprobe.errors import GradientUnavailableError, InputError
+from attnprobe.adapters import resolve_adapter
+from attnprobe.batch import BatchForm, SpeechBatch, as_speech_batch
+from attnprobe.errors import InputError
+from attnprobe.model_state import evaluation_mode
+from attnprobe.sites import FRONTEND_SITE
 from attnprobe.trace import trace
 from attnprobe.vjp import batched_vjp, require_grad_mode
 
-from .result import (
-    MINIMUM_POSITIONS,
-    REVERSAL_THRESHOLD,
-    ProbeResult,
-    as_speech_batch,
-    evaluation_mode,
-    find_adapter_for,
-    rank_correlation_with_position,
-    require_positions,
-    reversal_verdict,
-)
-
-FRONTEND = "encoder.frontend"
+from .encoder import differentiable_inputs, encoder_input_of, encoder_layers
+from .result import ProbeResult
+from .statistics import MINIMUM_POSITIONS, rank_correlation_with_position, require_positions
+from .verdict import REVERSAL_THRESHOLD, reversal_verdict
 
 
 @dataclass(repr=False)
@@ -102,11 +96,11 @@ class FrameMapping(ProbeResult):
         return "\n".join(lines)
 
 
-def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
+def frame_mapping(model: nn.Module, batch: BatchForm, *,
                   layers: list[int] | None = None, projections: int | None = 4,
                   chunk_size: int | None = None, seed: int = 0,
                   threshold: float = REVERSAL_THRESHOLD, max_frames: int | None = None,
-                  adapter: Any = None) -> FrameMapping:
+                  adapter: Any = None, runner: Any = None) -> FrameMapping:
     """Dependency maps of encoder block outputs on the encoder input.
 
     The model runs in eval mode (dropout off), without labels, once per block: each run's graph
@@ -124,7 +118,8 @@ def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
         max_frames: probe at most this many output frames per sequence, evenly spaced over its
             valid frames (first and last included); each probed frame costs ``projections``
             backward passes, so this bounds the cost on long inputs. ``None``: every frame.
-        adapter: an adapter to use instead of the automatic choice.
+        adapter: a site map (class or instance) or adapter to use instead of the automatic choice.
+        runner: a runner to use instead of the site map's (see :mod:`attnprobe.adapters.runner`).
 
     Raises:
         GradientUnavailableError: under ``torch.inference_mode()``.
@@ -132,8 +127,8 @@ def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
     """
     require_grad_mode("frame_mapping")
     batch = as_speech_batch(batch)
-    adapter = find_adapter_for(model, adapter)
-    available = encoder_layers(adapter)
+    adapter = resolve_adapter(model, adapter, runner)
+    available = encoder_layers(adapter.site_map)
     chosen = available if layers is None else list(layers)
     unknown = sorted(set(chosen) - set(available))
     if unknown:
@@ -146,10 +141,10 @@ def frame_mapping(model: nn.Module, batch: SpeechBatch | tuple, *,
         # Without labels: the encoder alone is what the maps are about.
         leaf_batch = differentiable_inputs(SpeechBatch(batch.inputs, batch.input_lengths))
         for layer in chosen:
-            with trace(model, sites=[FRONTEND, f"encoder.{layer}"], capture={"output"},
-                                 attach=True, adapter=adapter) as traced:
-                adapter.run(leaf_batch)
-            encoder_input, input_lengths = encoder_input_of(traced, leaf_batch, adapter)
+            with trace(model, sites=[FRONTEND_SITE, f"encoder.{layer}"], capture={"output"},
+                       attach=True, adapter=adapter.site_map) as traced:
+                adapter.runner.run(leaf_batch)
+            encoder_input, input_lengths = encoder_input_of(traced, leaf_batch, adapter.site_map)
             record = traced[f"encoder.{layer}"]
             output_lengths = record.lengths
             require_positions(output_lengths, "encoder frames", "use longer inputs")
@@ -215,41 +210,3 @@ def _dependency_maps(output: torch.Tensor, encoder_input: torch.Tensor, lengths:
     squared = squared.view(count, probed, batch, -1)
     energy = squared.sum(0) if projections is None else squared.mean(0)
     return energy.sqrt().permute(1, 0, 2).detach()
-
-
-def differentiable_inputs(batch: SpeechBatch) -> SpeechBatch:
-    """``batch`` with inputs that are a fresh leaf requiring grad, so that every tensor computed
-    from them is in the graph even if the model's parameters are frozen."""
-    if not batch.inputs.is_floating_point():
-        return batch
-    return batch.with_inputs(batch.inputs.detach().clone().requires_grad_(True))
-
-
-def encoder_layers(adapter: Any) -> list[int]:
-    """Indices of the adapter's encoder block sites, in order."""
-    layers = sorted(binding.site.layer for binding in adapter.bindings()
-                    if binding.site.kind == "block" and binding.site.stack == "encoder")
-    if not layers:
-        raise InputError(f"the {adapter.family} adapter exposes no encoder blocks "
-                         f"('encoder.<i>' sites); these probes need them")
-    return layers
-
-
-def encoder_input_of(traced: Any, batch: SpeechBatch, adapter: Any
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The encoder input ``(batch, frames, width)`` and its lengths: the frontend output when the
-    adapter has a frontend site, otherwise the model input itself."""
-    if FRONTEND in traced:
-        binding = next(binding for binding in adapter.bindings() if binding.site.name == FRONTEND)
-        if not binding.batch_first:
-            raise GradientUnavailableError(
-                f"the {adapter.family} frontend output is time-first; the trace hands it over "
-                f"transposed, a copy that is not on the path to the blocks, so gradients with "
-                f"respect to it are zero. Make its binding batch-first in the adapter")
-        record = traced[FRONTEND]
-        return record.output, record.lengths
-    if batch.inputs.dim() != 3:
-        raise InputError(f"the {adapter.family} adapter has no 'encoder.frontend' site and the "
-                         f"model input is not (batch, frames, features); add a frontend site to "
-                         f"the adapter so the probes know the encoder input")
-    return batch.inputs, batch.input_lengths

@@ -22,23 +22,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from attnprobe.batch import SpeechBatch
+from attnprobe.adapters import resolve_adapter
+from attnprobe.batch import BatchForm, as_speech_batch
 from attnprobe.errors import CapabilityError, InputError
+from attnprobe.model_state import evaluation_mode
+from attnprobe.sites import FRONTEND_SITE
 from attnprobe.trace import trace
 from attnprobe.vjp import batched_vjp, require_grad_mode
 
-from .frame_mapping import FRONTEND, differentiable_inputs, encoder_input_of, encoder_layers
-from .result import (
-    REVERSAL_THRESHOLD,
-    ProbeResult,
-    as_speech_batch,
-    centre_of_mass,
-    evaluation_mode,
-    find_adapter_for,
-    rank_correlation_with_position,
-    require_positions,
-    reversal_verdict,
-)
+from .encoder import differentiable_inputs, encoder_input_of, encoder_layers
+from .result import ProbeResult
+from .statistics import centre_of_mass, rank_correlation_with_position, require_positions
+from .verdict import REVERSAL_THRESHOLD, reversal_verdict
 
 
 @dataclass(repr=False)
@@ -57,7 +52,7 @@ class GradientMaps(ProbeResult):
     per_sequence: np.ndarray
     threshold: float = REVERSAL_THRESHOLD
 
-    derived: ClassVar[tuple[str, ...]] = ("scores", "turned_at", "verdict")
+    derived: ClassVar[tuple[str, ...]] = ("scores", "reversed_at", "verdict")
 
     @property
     def scores(self) -> np.ndarray:
@@ -70,7 +65,7 @@ class GradientMaps(ProbeResult):
         return abs(float(self.scores[0])) >= self.threshold
 
     @property
-    def turned_at(self) -> int | None:
+    def reversed_at(self) -> int | None:
         """The block from which the maps keep the opposite order of ``G_0`` (``None``: none)."""
         if not self.aligned:
             return None
@@ -83,7 +78,8 @@ class GradientMaps(ProbeResult):
         if not self.aligned:
             return (f"undetermined (G_0 monotonicity {self.scores[0]:+.2f}: the decoder does not "
                     f"align labels with the input)")
-        return "not reversed" if self.turned_at is None else f"reversed at block {self.turned_at}"
+        return ("not reversed" if self.reversed_at is None
+                else f"reversed at block {self.reversed_at}")
 
     def summary(self) -> str:
         lines = [f"gradient maps: {self.verdict} ({len(self.maps)} sequences)"]
@@ -91,8 +87,9 @@ class GradientMaps(ProbeResult):
         return "\n".join(lines)
 
 
-def gradient_maps(model: nn.Module, batch: SpeechBatch | tuple, *, chunk_size: int | None = None,
-                  threshold: float = REVERSAL_THRESHOLD, adapter: Any = None) -> GradientMaps:
+def gradient_maps(model: nn.Module, batch: BatchForm, *, chunk_size: int | None = None,
+                  threshold: float = REVERSAL_THRESHOLD, adapter: Any = None,
+                  runner: Any = None) -> GradientMaps:
     """``G_0`` and ``G_i`` of every encoder block, teacher-forced, in eval mode.
 
     Args:
@@ -102,7 +99,8 @@ def gradient_maps(model: nn.Module, batch: SpeechBatch | tuple, *, chunk_size: i
         chunk_size: labels per backward pass (each holds ``chunk x blocks`` hidden-state
             gradients); ``None`` for all at once.
         threshold: |monotonicity| that counts as monotone.
-        adapter: an adapter to use instead of the automatic choice.
+        adapter: a site map (class or instance) or adapter to use instead of the automatic choice.
+        runner: a runner to use instead of the site map's (see :mod:`attnprobe.adapters.runner`).
 
     Raises:
         CapabilityError: the model has no decoder.
@@ -111,8 +109,8 @@ def gradient_maps(model: nn.Module, batch: SpeechBatch | tuple, *, chunk_size: i
     """
     require_grad_mode("gradient_maps")
     batch = as_speech_batch(batch)
-    adapter = find_adapter_for(model, adapter)
-    if not adapter.has_decoder:
+    adapter = resolve_adapter(model, adapter, runner)
+    if not adapter.site_map.has_decoder:
         raise CapabilityError(
             f"gradient maps need an attention decoder, and this {adapter.family} model has none; "
             f"use attnprobe.probes.frame_mapping, which works on encoder-only and CTC models")
@@ -120,13 +118,13 @@ def gradient_maps(model: nn.Module, batch: SpeechBatch | tuple, *, chunk_size: i
         raise InputError("gradient maps differentiate the reference labels' log-probabilities; "
                          "give SpeechBatch(..., labels=..., label_lengths=...)")
     require_positions(batch.label_lengths, "labels", "use utterances with more labels")
-    layers = encoder_layers(adapter)
+    layers = encoder_layers(adapter.site_map)
     with evaluation_mode(model), torch.enable_grad():
         leaf_batch = differentiable_inputs(batch)
-        with trace(model, kinds=("frontend", "block"), stack="encoder",
-                             capture={"output"}, attach=True, adapter=adapter) as traced:
-            log_probs = adapter.label_log_probs(leaf_batch)
-        encoder_input, lengths = encoder_input_of(traced, leaf_batch, adapter)
+        with trace(model, kind=("frontend", "block"), stack="encoder",
+                   capture={"output"}, attach=True, adapter=adapter.site_map) as traced:
+            log_probs = adapter.runner.label_log_probs(leaf_batch)
+        encoder_input, lengths = encoder_input_of(traced, leaf_batch, adapter.site_map)
         require_positions(lengths, "encoder frames", "use longer inputs")
         hidden = [encoder_input] + [traced[f"encoder.{layer}"].output for layer in layers]
         labels = log_probs.shape[1]
@@ -138,7 +136,7 @@ def gradient_maps(model: nn.Module, batch: SpeechBatch | tuple, *, chunk_size: i
     for index, (count, frames) in enumerate(zip(batch.label_lengths.tolist(), lengths.tolist())):
         maps.append(torch.stack([norm[:count, index, :frames] for norm in norms]).cpu().numpy())
     per_sequence = np.array([[_monotonicity(site_map) for site_map in item] for item in maps])
-    sites = [FRONTEND] + [f"encoder.{layer}" for layer in layers]
+    sites = [FRONTEND_SITE] + [f"encoder.{layer}" for layer in layers]
     return GradientMaps(sites, maps, per_sequence, threshold)
 
 

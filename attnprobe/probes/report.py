@@ -30,7 +30,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-from attnprobe.batch import SpeechBatch
+from attnprobe.adapters import resolve_adapter
+from attnprobe.batch import BatchForm, as_speech_batch
 from attnprobe.vjp import require_grad_mode
 
 from .cross_attention import CrossAttentionMonotonicity
@@ -38,30 +39,12 @@ from .diagonality import DEFAULT_MAX_OFFSET, SelfAttentionDiagonality
 from .dominance import BranchDominance
 from .frame_mapping import FrameMapping, frame_mapping
 from .gradient_maps import GradientMaps, gradient_maps
-from .result import REVERSAL_THRESHOLD, ProbeResult, as_speech_batch, find_adapter_for
+from .result import ProbeResult
 from .streaming import streaming_probes
+from .verdict import DECIDED_BY_FRAME_MAPPING, REVERSAL_THRESHOLD, combined_verdict
 
 DEFAULT_MAX_FRAMES = 48
 """Output frames per sequence the report's frame mapping probes (evenly spaced)."""
-
-
-DECIDED_BY_FRAME_MAPPING = "frame mapping"
-DECIDED_BY_DECODER = "gradient maps and cross-attention"
-
-
-def combined_verdict(mapping: FrameMapping, maps: GradientMaps | None,
-                     cross: CrossAttentionMonotonicity | None) -> tuple[int | None, str]:
-    """The reversed block (or ``None``) and which probes decided it.
-
-    The frame mapping decides, unless it sees no reversal while an aligned decoder's gradient
-    maps turn at a block and its cross-attention runs backwards: the residual path keeps each
-    output frame's largest input derivative at home, so the frame mapping can miss a reversal that
-    the label evidence shows (``docs/reproduction.md``).
-    """
-    if (mapping.reversed_at is None and maps is not None and maps.aligned
-            and maps.turned_at is not None and cross is not None and cross.verdict == "reversed"):
-        return maps.turned_at, DECIDED_BY_DECODER
-    return mapping.reversed_at, DECIDED_BY_FRAME_MAPPING
 
 
 @dataclass(repr=False)
@@ -118,11 +101,12 @@ class ReversalReport(ProbeResult):
         return "\n".join(lines)
 
 
-def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
+def reversal_report(model: nn.Module, batch: BatchForm, *,
                     projections: int | None = 4, chunk_size: int | None = None,
                     threshold: float = REVERSAL_THRESHOLD, max_offset: int = DEFAULT_MAX_OFFSET,
                     seed: int = 0, max_frames: int | None = DEFAULT_MAX_FRAMES,
-                    adapter: Any = None) -> ReversalReport:
+                    with_gradient_maps: bool = True, adapter: Any = None,
+                    runner: Any = None) -> ReversalReport:
     """Run every reversal probe that applies to ``model`` and combine them into one verdict.
 
     The model runs in eval mode (each submodule's training flag is restored afterwards): one
@@ -130,7 +114,7 @@ def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
     frame mapping, and one teacher-forced pass for the gradient maps.
 
     Args:
-        model: any model whose adapter implements ``run`` (and ``label_log_probs`` for gradient
+        model: any model whose runner implements ``run`` (and ``label_log_probs`` for gradient
             maps).
         batch: :class:`SpeechBatch`, or ``(features, lengths)``, or ``(features, lengths, labels,
             label_lengths)``; labels enable the decoder probes of encoder-decoder models.
@@ -143,7 +127,10 @@ def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
         seed: seed of the frame mapping's random directions.
         max_frames: output frames per sequence the frame mapping probes (evenly spaced; each costs
             ``projections`` backward passes); ``None`` probes every frame.
-        adapter: an adapter to use instead of the automatic choice.
+        with_gradient_maps: compute the gradient maps when the batch has labels and the model a
+            decoder (one more batched backward); ``False`` decides by the frame mapping alone.
+        adapter: a site map (class or instance) or adapter to use instead of the automatic choice.
+        runner: a runner to use instead of the site map's (see :mod:`attnprobe.adapters.runner`).
 
     Raises:
         GradientUnavailableError: under ``torch.inference_mode()`` (the frame mapping needs
@@ -153,14 +140,13 @@ def reversal_report(model: nn.Module, batch: SpeechBatch | tuple, *,
     """
     require_grad_mode("reversal_report")
     batch = as_speech_batch(batch)
-    adapter = find_adapter_for(model, adapter)
+    adapter = resolve_adapter(model, adapter, runner)
     streamed = streaming_probes(model, batch, threshold=threshold, max_offset=max_offset,
                                 adapter=adapter)
     mapping = frame_mapping(model, batch, projections=projections, chunk_size=chunk_size,
-                            max_frames=max_frames,
-                            seed=seed, threshold=threshold, adapter=adapter)
+                            max_frames=max_frames, seed=seed, threshold=threshold, adapter=adapter)
     maps = None
-    if adapter.has_decoder and batch.labels is not None:
+    if with_gradient_maps and adapter.site_map.has_decoder and batch.labels is not None:
         maps = gradient_maps(model, batch, chunk_size=chunk_size, threshold=threshold,
                              adapter=adapter)
     report = ReversalReport(adapter.family, mapping, maps, streamed.cross_attention,
@@ -182,7 +168,7 @@ def _evidence(report: ReversalReport) -> list[str]:
                  f"{mapping.scores[-1]:+.2f}{hidden}")
     if report.gradient_maps is not None:
         maps = report.gradient_maps
-        agreement = ("agrees" if maps.turned_at == block else "disagrees") if maps.aligned \
+        agreement = ("agrees" if maps.reversed_at == block else "disagrees") if maps.aligned \
             else "no evidence either way"
         notes.append(f"gradient maps: {maps.verdict} ({agreement})")
     if report.cross_attention is not None:
@@ -193,7 +179,7 @@ def _evidence(report: ReversalReport) -> list[str]:
         notes.append(f"cross-attention: {cross.verdict}, mean Spearman {cross.overall:+.2f} "
                      f"({agreement})")
     if report.diagonality is not None:
-        layer = report.diagonality.first_anti_diagonal_layer
+        layer = report.diagonality.reversed_at
         notes.append("self-attention: no anti-diagonal layer" if layer is None else
                      f"self-attention: first anti-diagonal layer encoder.{layer}")
     if report.dominance is not None and block is not None and block in report.dominance.layers:

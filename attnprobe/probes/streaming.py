@@ -3,7 +3,7 @@
 Cross-attention monotonicity, self-attention diagonality and branch dominance are each written once,
 as a reducer (:class:`attnprobe.StreamingReducer`) that folds every captured tensor into a few
 numbers per layer and head. Replaying stored records through it gives the full-tensor result
-(:func:`attnprobe.probes.result.replay`); handing it to ``attnprobe.trace(..., reducers=[...],
+(:func:`attnprobe.reducers.replay`); handing it to ``attnprobe.trace(..., reducers=[...],
 store=False)`` gives the same result while no attention matrix outlives its layer.
 
 Usage::
@@ -20,8 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnprobe.batch import SpeechBatch
+from attnprobe.adapters import resolve_adapter
+from attnprobe.batch import BatchForm, as_speech_batch
 from attnprobe.errors import CapabilityError
+from attnprobe.model_state import evaluation_mode
 from attnprobe.sites import Site
 from attnprobe.trace import trace
 
@@ -32,7 +34,7 @@ from .diagonality import (
     SelfAttentionDiagonalityReducer,
 )
 from .dominance import BranchDominance, BranchDominanceReducer
-from .result import REVERSAL_THRESHOLD, as_speech_batch, evaluation_mode, find_adapter_for
+from .verdict import REVERSAL_THRESHOLD
 
 
 @dataclass
@@ -46,38 +48,41 @@ class StreamingResults:
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
-def streaming_probes(model: nn.Module, batch: SpeechBatch | tuple, *,
+def streaming_probes(model: nn.Module, batch: BatchForm, *,
                      threshold: float = REVERSAL_THRESHOLD,
-                     max_offset: int = DEFAULT_MAX_OFFSET, adapter: Any = None
-                     ) -> StreamingResults:
+                     max_offset: int = DEFAULT_MAX_OFFSET, adapter: Any = None,
+                     runner: Any = None) -> StreamingResults:
     """Run the model once (eval mode, no gradients) with the three reducers and nothing stored.
 
     Args:
-        model: any model attnprobe has an adapter for; its adapter must implement ``run``.
+        model: any model attnprobe has an adapter for; its runner must implement ``run``.
         batch: a :class:`SpeechBatch`, or ``(features, lengths[, labels, label_lengths])``; with
             labels an encoder-decoder model is run teacher-forced and its cross-attention scored.
         threshold: verdict threshold of the correlations and diagonality scores.
         max_offset: range of the self-attention offset histogram.
-        adapter: an adapter to use instead of the automatic choice.
+        adapter: a site map (class or instance) or adapter to use instead of the automatic choice.
+        runner: a runner to use instead of the site map's (see :mod:`attnprobe.adapters.runner`).
 
     Returns:
         :class:`StreamingResults`. Memory: per layer and head a few numbers per sequence, plus one
         block input held until its block's output arrives.
     """
     batch = as_speech_batch(batch)
-    adapter = find_adapter_for(model, adapter)
+    adapter = resolve_adapter(model, adapter, runner)
+    has_decoder = adapter.site_map.has_decoder
     cross = CrossAttentionMonotonicityReducer(
-        threshold=threshold, first_label_position=first_label_position(adapter))
+        threshold=threshold, first_label_position=adapter.runner.first_label_position)
     diagonality = SelfAttentionDiagonalityReducer(max_offset, threshold)
     dominance = BranchDominanceReducer()
     with evaluation_mode(model), torch.no_grad():
         with trace(model, _streamed_site, capture={"input", "output", "attention"},
-                   reducers=[cross, diagonality, dominance], store=False, adapter=adapter):
-            adapter.run(batch)
+                   reducers=[cross, diagonality, dominance], store=False,
+                   adapter=adapter.site_map):
+            adapter.runner.run(batch)
     results = StreamingResults(None, None, None)
-    if batch.labels is None or not adapter.has_decoder:
+    if batch.labels is None or not has_decoder:
         results.unavailable["cross_attention"] = (
-            "the model has no attention decoder" if not adapter.has_decoder
+            "the model has no attention decoder" if not has_decoder
             else "the batch has no labels to teacher-force the decoder with")
     else:
         results.cross_attention = _or_reason(cross, "cross_attention", results.unavailable)
@@ -91,14 +96,6 @@ def _streamed_site(site: Site) -> bool:
     if site.kind == "cross_attn":
         return True
     return site.stack == "encoder" and site.kind in ("block", "ffn", "self_attn", "conv")
-
-
-def first_label_position(adapter: Any) -> int:
-    """Decoder positions before the one that predicts the first label. Hugging Face
-    encoder-decoder adapters feed the prompt ``adapter.prompt_ids`` first; its last token
-    predicts the first label."""
-    prompt = getattr(adapter, "prompt_ids", None)
-    return max(len(prompt) - 1, 0) if prompt else 0
 
 
 def _or_reason(reducer: Any, name: str, unavailable: dict[str, str]) -> Any:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 
 from attnprobe.batch import SpeechBatch
-from attnprobe.corpus.features import SHIFT_S
-from attnprobe.corpus.training_set import TrainingSplit, load_training_set
-from attnprobe.corpus.vocabulary import CHARACTER_LABELS
+from attnprobe.features import SHIFT_S
+from attnprobe.labels import CHARACTER_LABELS
+from benchmarks.corpus.training_set import TrainingSplit, load_training_set
 
 SPACE_LABEL = CHARACTER_LABELS.encode(" ")[0]
 POOL_BATCHES = 50

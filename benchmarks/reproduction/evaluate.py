@@ -6,7 +6,7 @@ self-attention diagonality and branch dominance as evidence). For the last check
 checkpoint with ``--all-metrics``):
 
 - the dev character error rate of greedy decoding;
-- gradient-alignment TSE: :func:`attnprobe.attribution.gradient_alignment` on the 10 ms input
+- gradient-alignment TSE: :func:`attnprobe.gradient_alignment` on the 10 ms input
   features (the paper's blank -6), word times against the synthesiser's exact ones;
 - cross-attention-alignment TSE: the decoder's attention weights through
   :func:`attnprobe.alignment.cross_attention_alignment` (DTW), against the same word times.
@@ -35,11 +35,12 @@ import numpy as np
 import torch
 
 from attnprobe.alignment import (
+    AlignmentSettings,
     aggregate_timestamp_errors,
     cross_attention_alignment,
+    gradient_alignment,
     timestamp_errors,
 )
-from attnprobe.attribution import gradient_alignment
 from attnprobe.models import ConformerAED
 from attnprobe.probes import reversal_report
 
@@ -85,7 +86,9 @@ def alignment_errors(model: ConformerAED, examples: Sequence[Example]) -> dict[s
         chunk = examples[start : start + ALIGNMENT_BATCH]
         batch = collate(chunk)
         tokens = [list(example.text) for example in chunk]
-        alignments = gradient_alignment(model, batch, tokens, input="features", word_style="characters")
+        alignments = gradient_alignment(model, batch, tokens,
+                                        settings=AlignmentSettings.paper("features"),
+                                        word_style="characters")
         with torch.no_grad():
             output = model.eval()(batch.inputs, batch.input_lengths, batch.labels, batch.label_lengths)
         assert output.cross_attention is not None

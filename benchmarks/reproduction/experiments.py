@@ -2,7 +2,7 @@
 
 Every run trains attnprobe's Conformer AED (:meth:`ConformerAEDConfig.tiny`, character labels,
 the paper's 6x time downsampling) on the
-espeak-ng training corpus of :mod:`attnprobe.corpus.training_set`, with one recipe
+espeak-ng training corpus of :mod:`benchmarks.corpus.training_set`, with one recipe
 (:class:`Recipe`) sized to about ten minutes on one idle CPU core. What varies is named here:
 
 - ``baseline``: the recipe over :data:`SEEDS` (the paper: the flip depended on the seed alone);
@@ -59,7 +59,7 @@ INDUCED_BLEND_SHARE = 0.1
 
 @dataclass(frozen=True)
 class CorpusSpec:
-    """Arguments of :func:`attnprobe.corpus.training_set.build_training_set`. The defaults are
+    """Arguments of :func:`benchmarks.corpus.training_set.build_training_set`. The defaults are
     those of ``benchmarks/build_training_corpus.py``, so both share one cached corpus."""
 
     out_dir: str = "data/train"
@@ -131,7 +131,7 @@ class Recipe:
 
 BASE_MODEL: dict[str, Any] = {"vocab_size": 30}
 """Overrides of :meth:`ConformerAEDConfig.tiny` shared by every run: the 30 character labels of
-:data:`attnprobe.corpus.vocabulary.CHARACTER_LABELS`. The time downsampling stays the paper's 6x
+:data:`attnprobe.labels.CHARACTER_LABELS`. The time downsampling stays the paper's 6x
 (60 ms encoder frames): the corpus speaks at 90-135 words per minute, slow enough that every
 utterance has more encoder frames than a character CTC path needs."""
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from attnprobe.corpus.vocabulary import CHARACTER_LABELS
+from attnprobe.labels import CHARACTER_LABELS
 from attnprobe.models import ConformerAED
 
 from .data import Example, collate

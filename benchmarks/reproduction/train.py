@@ -31,9 +31,9 @@ from typing import Any
 
 import torch
 
-from attnprobe.corpus.training_set import TrainingSplit, build_training_set
 from attnprobe.models import ConformerAED, ConformerAEDConfig
 from attnprobe.monitor import FlipEvent, FlipMonitor
+from benchmarks.corpus.training_set import TrainingSplit, build_training_set
 
 from .data import collate, fixed_examples, load_split, training_batches
 from .experiments import Experiment, Recipe, experiment
@@ -111,7 +111,7 @@ def train(run: Experiment, run_dir: Path, train_split: TrainingSplit, dev_split:
     monitor = FlipMonitor(model, collate(dev_examples[: recipe.probe_examples]),
                           every=recipe.monitor_every, on_flip=on_flip,
                           log_path=run_dir / "monitor.jsonl", projections=recipe.monitor_projections,
-                          gradient_maps=recipe.monitor_gradient_maps)
+                          with_gradient_maps=recipe.monitor_gradient_maps)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_learning_rate,
                                   weight_decay=recipe.weight_decay)
     batches = training_batches(train_split, recipe.batch_size, recipe.concatenate, run.seed)
@@ -158,7 +158,7 @@ def train(run: Experiment, run_dir: Path, train_split: TrainingSplit, dev_split:
         "steps": recipe.steps, "wall_s": wall_s, "cpu_s": cpu_s, "monitor_wall_s": monitor_seconds,
         "final_loss": {name: float(value) for name, value in parts.items()},
         "dev_character_error_rate": character_error_rate(model, dev_examples),
-        "first_flip": ({"step": flips[0].step, "block": flips[0].block} if flips else None),
+        "first_flip": ({"step": flips[0].step, "block": flips[0].reversed_at} if flips else None),
         "final_reversed_at": last.reversed_at,
         "final_reversal_scores": last.reversal_scores,
         "final_cross_attention_monotonicity": last.cross_attention_monotonicity,

@@ -1,0 +1,81 @@
+"""The runner: how to run a batch through one model and read what the probes need from it.
+
+The trace only needs the site map; the probes also need to run the model themselves (the frame
+mapping runs the encoder once per block, gradient alignment teacher-forces the transcript). A
+runner is that knowledge, kept apart so that a model attnprobe does not know can bring its own in
+a few lines and pass it as ``runner=`` to the probes::
+
+    class MyRunner(attnprobe.adapters.Runner):
+        frame_shift_seconds = 0.01          # seconds per frame of batch.inputs
+        subsampling = 4                     # input frames per encoder frame
+
+        def __init__(self, model):
+            self.model = model
+
+        def run(self, batch):               # one forward pass, teacher-forced with labels
+            return self.model(batch.inputs, batch.input_lengths, batch.labels)
+
+        def label_log_probs(self, batch):   # (batch, labels) log p(a_s | a_<s, X)
+            ...
+
+Every method a runner does not implement raises :class:`attnprobe.errors.CapabilityError`
+naming what is missing; the probes that need it say so instead of failing the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from attnprobe.batch import SpeechBatch
+from attnprobe.errors import CapabilityError
+
+
+class Runner:
+    """Runs one model on a :class:`~attnprobe.batch.SpeechBatch` (the base of every runner).
+
+    Attributes:
+        family: a name for messages.
+        frame_shift_seconds: seconds between two frames of ``batch.inputs`` (0.01 for 10 ms
+            features, ``1 / 16000`` for 16 kHz waveforms).
+        first_label_position: decoder position whose output predicts the first reference label (the
+            last prompt position; 0 for models without a prompt).
+        ctc_blank: blank id of a CTC head, or ``None``.
+    """
+
+    family: ClassVar[str] = "custom"
+    frame_shift_seconds: float = 0.01
+    first_label_position: int = 0
+    ctc_blank: int | None = None
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def run(self, batch: SpeechBatch) -> Any:
+        """One forward pass of the model on ``batch`` (teacher-forced when it carries labels)."""
+        raise CapabilityError(
+            f"the {self.family} runner cannot run a batch; pass runner=<an attnprobe.adapters."
+            f"Runner whose run(batch) calls your model> to the probe")
+
+    def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
+        """Teacher-forced ``log p(a_s | a_<s, X)`` per reference label, ``(batch, labels)``.
+
+        Differentiable with respect to ``batch.inputs``; 0 at padded label positions.
+        """
+        raise CapabilityError(f"the {self.family} runner has no teacher-forced label "
+                              f"probabilities; gradient alignment needs a decoder or CTC head")
+
+    def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """CTC log-posteriors ``(batch, frames, vocab)`` and valid frames ``(batch,)``.
+
+        Differentiable with respect to ``batch.inputs``.
+        """
+        raise CapabilityError(f"the {self.family} runner has no CTC output; use "
+                              f"label_log_probs for attention decoders")
+
+    @property
+    def subsampling(self) -> int:
+        """Input frames (of ``batch.inputs``) per output frame of the encoder."""
+        raise CapabilityError(f"the {self.family} runner does not know its subsampling factor")
