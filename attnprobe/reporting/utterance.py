@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -180,10 +180,11 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
         raise InputError(
             f"the transcript has {labels} labels; the decoder probes rank label positions and "
             f"need at least {MINIMUM_POSITIONS}: give the whole transcript of the audio")
-    frames, width, blocks = encoder_shape(loaded, batch)
-    chunk_size = fitting_chunk_size(frames, width, blocks, options)
+    shape = encoder_shape(loaded, batch)
+    frames = shape.frames
+    chunk_size = fitting_chunk_size(shape, options)
     if chunk_size is None:
-        needed = frame_mapping_bytes(frames, width, blocks, replace(options, chunk_size=1))
+        needed = frame_mapping_bytes(shape, replace(options, chunk_size=1))
         result.report_skipped = (
             f"the frame mapping would need about {needed / GIB:.1f} GiB (limit "
             f"{options.memory_limit_bytes / GIB:.1f} GiB) to probe {frames} encoder frames one "
@@ -253,40 +254,64 @@ def errors_against_reference(alignment: Alignment, item: InputItem,
         return None
 
 
-def frame_mapping_bytes(frames: int, width: int, blocks: int, options: ReportOptions) -> int:
-    """Approximate memory of the report's frame mapping on one utterance: the gradient directions
-    of every probed encoder frame, ``(projections, probed, frames, width)``, plus one chunk's
-    attention gradients, ``chunk x blocks x frames^2``, in float32."""
+class EncoderShape(NamedTuple):
+    """What the frame mapping's memory depends on: encoder frames, width, blocks and the largest
+    number of self-attention heads of a block (1 without self-attention sites)."""
+
+    frames: int
+    width: int
+    blocks: int
+    heads: int = 1
+
+
+GRADIENT_SLACK = 1.5
+"""Margin on one direction's backward buffers: the allocator rounds up and keeps freed blocks
+(measured against peak resident memory by ``tests/test_memory_limit.py``)."""
+
+
+def frame_mapping_bytes(shape: EncoderShape, options: ReportOptions) -> int:
+    """Memory of the report's frame mapping on one utterance, in float32: the gradient directions
+    of every probed encoder frame, ``(directions, probed, frames, width)``, plus what one chunk
+    of directions holds in its batched backward: per direction and block the gradients of the
+    attention probabilities, ``heads x frames^2``, and of a few hidden states,
+    ``2 x frames x width``."""
+    frames, width, blocks, heads = shape
     directions = width if options.projections is None else options.projections
     probed = frames if options.max_frames is None else min(frames, options.max_frames)
     chunk = min(options.chunk_size or 256, directions * probed)
-    return 4 * (directions * probed * frames * width + chunk * blocks * frames * frames)
+    per_direction = blocks * (heads * frames * frames + 2 * frames * width)
+    return int(4 * (directions * probed * frames * width
+                    + GRADIENT_SLACK * chunk * per_direction))
 
 
-def fitting_chunk_size(frames: int, width: int, blocks: int,
-                       options: ReportOptions) -> int | None:
+def fitting_chunk_size(shape: EncoderShape, options: ReportOptions) -> int | None:
     """The largest chunk, at most ``options.chunk_size``, whose frame mapping fits the memory
     limit (:func:`frame_mapping_bytes`); ``None`` when not even one direction at a time fits."""
     chunk = options.chunk_size
     while chunk >= 1:
-        if frame_mapping_bytes(frames, width, blocks,
-                               replace(options, chunk_size=chunk)) <= options.memory_limit_bytes:
+        if frame_mapping_bytes(shape, replace(options, chunk_size=chunk)) \
+                <= options.memory_limit_bytes:
             return chunk
         chunk //= 2
     return None
 
 
-def encoder_shape(loaded: LoadedModel, batch: Any) -> tuple[int, int, int]:
-    """``(frames, width, blocks)`` of the encoder blocks' outputs, from one forward pass."""
-    blocks = loaded.adapter.site_map.encoder_layers
+def encoder_shape(loaded: LoadedModel, batch: Any) -> EncoderShape:
+    """The :class:`EncoderShape` of the model on ``batch``, from one forward pass."""
+    site_map = loaded.adapter.site_map
+    blocks = site_map.encoder_layers
     if not blocks:
         raise InputError(f"the {loaded.family} adapter exposes no encoder blocks, so there is no "
                          f"reversal to probe")
-    with torch.no_grad(), trace(loaded.model, f"encoder.{blocks[-1]}", capture={"output"},
-                                adapter=loaded.adapter.site_map) as traced:
+    last = f"encoder.{blocks[-1]}"
+    attention = f"{last}.self_attn"
+    sites = [last, attention] if site_map.binding(attention) is not None else [last]
+    with torch.no_grad(), trace(loaded.model, sites, capture={"output", "attention"},
+                                adapter=site_map) as traced:
         loaded.adapter.runner.run(SpeechBatch(batch.inputs, batch.input_lengths))
-    record = traced[f"encoder.{blocks[-1]}"]
-    return int(record.output.shape[1]), int(record.output.shape[2]), len(blocks)
+    output = traced[last].output
+    heads = traced[attention].attention.shape[1] if attention in traced else 1
+    return EncoderShape(int(output.shape[1]), int(output.shape[2]), len(blocks), int(heads))
 
 
 def encoder_frame_seconds(loaded: LoadedModel) -> float:
