@@ -78,7 +78,7 @@ def make_runner(name: str, variant: str) -> Callable[[], Any]:
         return lambda: model(**inputs)
     if variant in ("outputs", "attention"):
         options: dict[str, Any] = ({"capture": {"output"}} if variant == "outputs" else
-                                   {"kinds": ("self_attn", "cross_attn"), "capture": {"attention"}})
+                                   {"kind": ("self_attn", "cross_attn"), "capture": {"attention"}})
 
         def traced() -> Any:
             with attnprobe.trace(model, **options) as t:
