@@ -75,7 +75,7 @@ def gradient_alignment(
         One :class:`~attnprobe.alignment.Alignment` per item (``method="gradient_viterbi"``).
     """
     batch = as_speech_batch(batch)
-    bound = resolve_adapter(model, adapter, runner)
+    bound = resolve_adapter(model, adapter, runner, example=batch)
     forward = model_forward(model, batch, gradient_input=settings.gradient_input, adapter=bound,
                             subsampling=subsampling, ctc_blank=ctc_blank)
     options = {"p": settings.p, "chunk_size": chunk_size, "memory_budget": memory_budget,

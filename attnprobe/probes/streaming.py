@@ -68,7 +68,7 @@ def streaming_probes(model: nn.Module, batch: BatchForm, *,
         block input held until its block's output arrives.
     """
     batch = as_speech_batch(batch)
-    adapter = resolve_adapter(model, adapter, runner)
+    adapter = resolve_adapter(model, adapter, runner, example=batch)
     has_decoder = adapter.site_map.has_decoder
     cross = CrossAttentionMonotonicityReducer(
         threshold=threshold, first_label_position=adapter.runner.first_label_position)
@@ -77,7 +77,7 @@ def streaming_probes(model: nn.Module, batch: BatchForm, *,
     with evaluation_mode(model), torch.no_grad():
         with trace(model, _streamed_site, capture={"input", "output", "attention"},
                    reducers=[cross, diagonality, dominance], store=False,
-                   adapter=adapter.site_map):
+                   adapter=adapter.site_map, input_lengths=batch.input_lengths):
             adapter.runner.run(batch)
     results = StreamingResults(None, None, None)
     if batch.labels is None or not has_decoder:
