@@ -129,13 +129,13 @@ class DiscoveredSites(SiteMap):
                 for branch in branches:
                     path = f"{block}.{branch.module}"
                     site = Site(f"{role}.{layer}.{branch.suffix}", branch.kind, role, layer, path)
-                    found.append(self._branch_binding(site, path, branch.output_module and
-                                                      f"{block}.{branch.output_module}",
-                                                      batch_first))
+                    found.append(self._branch_binding(
+                        site, path, branch.output_module and f"{block}.{branch.output_module}",
+                        f"{block}.{branch.attention_module or branch.module}", batch_first))
         return found
 
     def _branch_binding(self, site: Site, path: str, output_path: str | None,
-                        batch_first: bool) -> SiteBinding:
+                        attention_path: str, batch_first: bool) -> SiteBinding:
         module = self.model.get_submodule(path)
         if isinstance(module, nn.MultiheadAttention):
             return SiteBinding(site, DerivedTap(module, _dense_query, observe="input"),
@@ -146,9 +146,11 @@ class DiscoveredSites(SiteMap):
         return SiteBinding(site, module, output_module=output_module,
                            input_name=self._keyword(path) or "hidden_states",
                            batch_first=batch_first,
-                           attention=self._capture(path, module) if site.is_attention else None)
+                           attention=self._capture(attention_path) if site.is_attention
+                           else None)
 
-    def _capture(self, path: str, module: nn.Module) -> AttentionCapture:
+    def _capture(self, path: str) -> AttentionCapture:
+        module = self.model.get_submodule(path)
         if self.structure.attention.get(path) == "registry":
             from .hf_attention import ImplementationSwitch, RegistryAttention
 

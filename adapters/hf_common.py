@@ -29,13 +29,16 @@ class Branch(NamedTuple):
 
     ``module`` is the attribute of the block whose input is the branch input; ``output_module``
     (default: the same) the attribute whose output is the branch output, for feed-forward branches
-    written inline as ``fc2(activation(fc1(x)))``.
+    written inline as ``fc2(activation(fc1(x)))``; ``attention_module`` (default: ``module``) the
+    one whose attention probabilities an attention branch captures, where the module that
+    computes them does not itself return the residual stream's shape.
     """
 
     suffix: str
     kind: str
     module: str
     output_module: str | None = None
+    attention_module: str | None = None
 
 
 # Blocks copied from MBart (Whisper, Speech2Text): feed-forward written inline as fc2(act(fc1(x))).

@@ -18,7 +18,6 @@
 
 from __future__ import annotations
 
-import inspect
 import weakref
 from typing import Any
 
@@ -30,8 +29,9 @@ from attnprobe.errors import CapabilityError, InputError
 
 from .hf_input_trials import describe_inputs
 from .hf_inputs import (
-    AUDIO_ARGUMENTS,
     InputSpec,
+    audio_feature_function,
+    audio_features,
     main_tensor,
     model_arguments,
     padded_labels,
@@ -42,6 +42,8 @@ from .runner import Runner
 LENGTH_FUNCTIONS = ("_get_feat_extract_output_lengths", "_get_subsampling_output_length",
                     "_get_output_lengths")
 EXAMPLE_SECONDS = 0.5
+EXAMPLE_LABELS = 5
+"""Enough labels for every decoder probe (they rank at least 4 label positions)."""
 SUBSAMPLING_SPANS = {"waveform": (23040, 46080), "frames": (240, 480)}
 """Input lengths the subsampling is measured between: multiples of the usual strides (2, 3, 4, 5,
 8, 320, 384, 640), so that rounding at the edges does not bias the ratio."""
@@ -74,7 +76,7 @@ class HuggingFaceGenericRunner(Runner):
             raise CapabilityError(f"{error}; attnprobe probes speech models") from None
         self.prompt_ids: list[int] = ([] if self.spec.decoder_start is None
                                       else [int(self.spec.decoder_start)])
-        self._audio_tokens: int | None = None
+        self._audio_tokens: dict[int, int] = {}
         self._subsampling: int | None = None
 
     @property
@@ -83,9 +85,8 @@ class HuggingFaceGenericRunner(Runner):
 
     @property
     def first_label_position(self) -> int:  # type: ignore[override]
-        if self.spec.decoder_argument is not None:
-            return max(len(self.prompt_ids) - 1, 0)
-        return max((self._audio_tokens or 1) - 1, 0)
+        """The last prompt position of an encoder-decoder (a speech LLM's differs per item)."""
+        return max(len(self.prompt_ids) - 1, 0)
 
     @property
     def ctc_blank(self) -> int | None:  # type: ignore[override]
@@ -99,18 +100,21 @@ class HuggingFaceGenericRunner(Runner):
                 and not self._is_transducer()}
 
     def example_batch(self) -> SpeechBatch:
-        """Half a second of noise (two items, the second shorter), with two labels each when the
+        """Half a second of noise (two items, the second shorter), with five labels each when the
         model teacher-forces labels."""
         spec = self.spec
         rate = round(1 / spec.frame_shift_seconds) if spec.frame_shift_seconds else 100
-        length = int(EXAMPLE_SECONDS * rate)
+        # Whole multiples of 64 frames: some encoders refuse lengths their subsampling does not
+        # divide.
+        length = max(64, round(EXAMPLE_SECONDS * rate / 64) * 64)
         if spec.fixed_frames is not None:
             length = min(length, spec.fixed_frames)
-        batch = synthetic_batch(spec, [length, length * 3 // 4])
+        batch = synthetic_batch(spec, [length, length - 16 if length <= 64 else length // 2])
         if spec.decoder_argument is None and spec.token_argument is None:
             return batch
-        labels = torch.full((2, 2), self._label_id(), dtype=torch.long)
-        return SpeechBatch(batch.inputs, batch.input_lengths, labels, torch.tensor([2, 2]))
+        labels = torch.full((2, EXAMPLE_LABELS), self._label_id(), dtype=torch.long)
+        return SpeechBatch(batch.inputs, batch.input_lengths, labels,
+                           torch.tensor([EXAMPLE_LABELS, EXAMPLE_LABELS]))
 
     def run(self, batch: SpeechBatch) -> Any:
         """One forward pass (teacher-forced with ``batch.labels``); see the module docstring."""
@@ -130,13 +134,19 @@ class HuggingFaceGenericRunner(Runner):
             raise CapabilityError(self._no_decoder())
         logits = main_tensor(self.run(batch))
         labels, valid = padded_labels(self.model, batch, logits.device)
-        first = self.first_label_position
-        if logits.dim() != 3 or logits.shape[1] < first + labels.shape[1]:
+        # Position p's logits predict token p + 1: label s follows the prompt (encoder-decoder)
+        # or item i's audio placeholders (speech LLM).
+        first = torch.full((batch.batch_size,), self.first_label_position, device=logits.device)
+        if self.spec.decoder_argument is None:
+            first = torch.tensor(self._placeholders(batch), device=logits.device) - 1
+        positions = first[:, None] + torch.arange(labels.shape[1], device=logits.device)
+        if logits.dim() != 3 or (positions.numel() and logits.shape[1] <= int(positions.max())):
             raise CapabilityError(
                 f"{type(self.model).__name__}'s output {tuple(logits.shape)} is not one logit row "
                 f"per decoder position (an RNN-T / TDT joint is not); {self._no_decoder()}")
-        predicting = logits[:, first:first + labels.shape[1]].float().log_softmax(-1)
-        return predicting.gather(-1, labels[..., None]).squeeze(-1).masked_fill(~valid, 0.0)
+        predicting = logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+        per_label = predicting.float().log_softmax(-1).gather(-1, labels[..., None]).squeeze(-1)
+        return per_label.masked_fill(~valid, 0.0)
 
     def ctc_log_probs(self, batch: SpeechBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """``(batch, frames, vocab)`` CTC log-posteriors and ``(batch,)`` valid frames."""
@@ -231,33 +241,26 @@ class HuggingFaceGenericRunner(Runner):
                 -1, len(self.prompt_ids)), valid[:, 1:]], 1)
         return changed
 
-    def _placeholders(self, batch: SpeechBatch) -> int:
-        """Audio placeholders a speech LLM expects per item (0 for other models)."""
+    def _placeholders(self, batch: SpeechBatch) -> list[int]:
+        """Audio placeholders a speech LLM expects for each item (none for other models): what
+        its ``get_audio_features`` returns for the item alone, remembered per input length."""
         if self.spec.token_argument is None or self.spec.audio_token_id is None:
-            return 0
-        if self._audio_tokens is None:
-            self._audio_tokens = self._count_audio_tokens(batch)
-        return self._audio_tokens
+            return []
+        counts = []
+        for index, length in enumerate(batch.input_lengths.tolist()):
+            if length not in self._audio_tokens:
+                self._audio_tokens[length] = self._count_audio_tokens(batch.item(index))
+            counts.append(self._audio_tokens[length])
+        return counts
 
     def _count_audio_tokens(self, batch: SpeechBatch) -> int:
-        getter = getattr(self.model, "get_audio_features", None) or getattr(
-            getattr(self.model, "model", None), "get_audio_features", None)
-        if getter is None:
+        if audio_feature_function(self.model) is None:
             raise CapabilityError(f"{type(self.model).__name__} is a speech LLM without "
                                   f"get_audio_features: attnprobe cannot tell how many audio "
                                   f"placeholder tokens its input needs")
-        arguments = model_arguments(self.model, self.spec, batch)
-        names = inspect.signature(getter).parameters
-        audio_name = (self.spec.audio_argument if self.spec.audio_argument in names
-                      else next((name for name in AUDIO_ARGUMENTS if name in names),
-                                self.spec.audio_argument))
-        call = {audio_name: arguments[self.spec.audio_argument]}
-        takes_any = any(parameter.kind == parameter.VAR_KEYWORD for parameter in names.values())
-        mask = self.spec.mask_argument
-        if mask is not None and (mask in names or takes_any):
-            call[mask] = arguments[mask]
         with torch.no_grad():
-            features = main_tensor(getter(**call))
+            features = audio_features(self.model, self.spec,
+                                      model_arguments(self.model, self.spec, batch))
         count = features.shape[1] if features.dim() == 3 else \
             features.shape[0] // batch.batch_size
         return int(count)

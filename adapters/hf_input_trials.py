@@ -13,6 +13,8 @@ from torch import nn
 from .hf_inputs import (
     COMMON_FEATURE_SIZES,
     InputSpec,
+    audio_feature_function,
+    audio_features,
     main_tensor,
     model_arguments,
     read_inputs,
@@ -39,12 +41,13 @@ def describe_inputs(model: nn.Module) -> InputSpec:
 
 def _settle_feature_size(model: nn.Module, spec: InputSpec, configured: int | None) -> None:
     """Keep the first feature size (and, for a fixed window, window length) with which the model
-    runs, without its mask (which may be at another rate)."""
+    runs, without its mask (which may be at another rate) unless it needs one."""
     windows: list[int | None] = [spec.fixed_frames]
     if spec.fixed_frames is not None:
-        positions = _config_ints(model.config, "max_source_positions")
+        positions = [*_config_ints(model.config, "max_source_positions"),
+                     *_config_ints(model.config, "max_position_embeddings")]
         windows = list(dict.fromkeys([spec.fixed_frames, *(2 * value for value in positions),
-                                      *positions]))
+                                      *positions, *_config_ints(model.config, "max_length")]))
     sizes = [size for size in dict.fromkeys([spec.feature_size, configured,
                                              *COMMON_FEATURE_SIZES]) if size is not None]
     mask, spec.mask_argument = spec.mask_argument, None
@@ -53,7 +56,7 @@ def _settle_feature_size(model: nn.Module, spec: InputSpec, configured: int | No
         for window in windows:
             for size in sizes:
                 spec.fixed_frames, spec.feature_size = window, size
-                if _runs(model, spec):
+                if _runs(model, spec, mask):
                     if size != first[1]:
                         spec.notes.append(f"feature size {size} found by trial (the extractor "
                                           f"gives {first[1]}, the config says {configured})")
@@ -80,14 +83,28 @@ def _config_ints(config: Any, name: str) -> list[int]:
     return found
 
 
-def _runs(model: nn.Module, spec: InputSpec) -> bool:
-    try:
-        with torch.no_grad():
-            model(**model_arguments(model, spec, synthetic_batch(
-                spec, [min(TRIAL_FRAMES, spec.fixed_frames or TRIAL_FRAMES)]), audio_tokens=0))
-    except Exception:  # noqa: BLE001 (any failure means this size is not the model's)
-        return False
-    return True
+def _runs(model: nn.Module, spec: InputSpec, mask: str | None) -> bool:
+    """Whether the model runs on noise shaped by ``spec``: without a mask, or else with an
+    all-valid ``mask`` (some models require one)."""
+    batch = synthetic_batch(spec, [min(TRIAL_FRAMES, spec.fixed_frames or TRIAL_FRAMES)])
+    arguments = model_arguments(model, spec, batch)
+    frames = batch.inputs.shape[1] if spec.fixed_frames is None else spec.fixed_frames
+    trials: list[dict[str, Any]] = [{}]
+    if mask is not None:
+        trials += [{mask: torch.ones(1, frames, dtype=dtype)} for dtype in (torch.long, torch.bool)]
+    # A speech LLM runs its audio tower alone: its forward also wants the audio tokens.
+    tower = spec.token_argument is not None and audio_feature_function(model) is not None
+    for extra in trials:
+        try:
+            with torch.no_grad():
+                if tower:
+                    audio_features(model, spec, {**arguments, **extra})
+                else:
+                    model(**arguments, **extra)
+        except Exception:  # noqa: BLE001 (any failure means this shape is not the model's)
+            continue
+        return True
+    return False
 
 
 def _settle_mask(model: nn.Module, spec: InputSpec) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import inspect
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,10 +268,10 @@ def synthetic_batch(spec: InputSpec, lengths: list[int], seed: int = 0) -> Speec
 
 
 def model_arguments(model: nn.Module, spec: InputSpec, batch: SpeechBatch,
-                    audio_tokens: int = 0) -> dict[str, Any]:
+                    audio_tokens: Sequence[int] = ()) -> dict[str, Any]:
     """Forward keyword arguments for ``batch``: the audio in the model's layout (padding value past
     each length; padded to the fixed window), its mask, and the decoder or LLM tokens (a start
-    token / ``audio_tokens`` placeholders, then the labels)."""
+    token, or ``audio_tokens[i]`` placeholders for item ``i``, then the labels)."""
     parameter = next(model.parameters(), None)
     audio = batch.inputs
     if parameter is not None:
@@ -304,16 +305,34 @@ def model_arguments(model: nn.Module, spec: InputSpec, batch: SpeechBatch,
             arguments[spec.decoder_mask_argument] = torch.cat(
                 [torch.ones_like(start, dtype=torch.bool), label_valid], 1).long()
     if spec.token_argument is not None and spec.audio_token_id is not None and audio_tokens:
-        placeholders = torch.full((labels.shape[0], audio_tokens), spec.audio_token_id,
-                                  device=audio.device)
-        arguments[spec.token_argument] = torch.cat([placeholders, labels], 1)
+        ids, valid = llm_tokens(model, spec.audio_token_id, audio_tokens, labels, label_valid)
+        arguments[spec.token_argument] = ids
         if "attention_mask" in inspect.signature(model.forward).parameters \
                 and spec.mask_argument != "attention_mask":
-            arguments["attention_mask"] = torch.cat(
-                [torch.ones_like(placeholders, dtype=torch.bool), label_valid], 1).long()
+            arguments["attention_mask"] = valid.long()
     if "use_cache" in inspect.signature(model.forward).parameters:
         arguments["use_cache"] = False
     return arguments
+
+
+def llm_tokens(model: nn.Module, audio_token: int, audio_tokens: Sequence[int],
+               labels: torch.Tensor, label_valid: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(batch, tokens)`` speech-LLM input: item ``i`` holds ``audio_tokens[i]`` placeholders,
+    then its labels, then padding; and where it is valid."""
+    counts = torch.tensor(list(audio_tokens), device=labels.device)
+    label_counts = label_valid.sum(1)
+    width = int((counts + label_counts).max())
+    position = torch.arange(width, device=labels.device)[None, :]
+    pad = generation_setting(model, "pad_token_id")
+    ids = torch.full((labels.shape[0], width), 0 if pad is None else int(pad),
+                     device=labels.device)
+    ids = ids.masked_fill(position < counts[:, None], audio_token)
+    offset = (position - counts[:, None]).clamp(min=0, max=max(labels.shape[1] - 1, 0))
+    is_label = (position >= counts[:, None]) & (position < (counts + label_counts)[:, None])
+    if labels.shape[1]:
+        ids = torch.where(is_label, labels.gather(1, offset), ids)
+    return ids, position < (counts + label_counts)[:, None]
 
 
 def padded_labels(model: nn.Module, batch: SpeechBatch, device: torch.device
@@ -326,6 +345,31 @@ def padded_labels(model: nn.Module, batch: SpeechBatch, device: torch.device
     valid = valid_mask(batch.label_lengths.to(device), labels.shape[1])
     pad = generation_setting(model, "pad_token_id")
     return labels.masked_fill(~valid, 0 if pad is None else int(pad)), valid
+
+
+def audio_feature_function(model: nn.Module) -> Any:
+    """A speech LLM's ``get_audio_features`` (on the model or its ``model``), or ``None``."""
+    return getattr(model, "get_audio_features", None) or getattr(
+        getattr(model, "model", None), "get_audio_features", None)
+
+
+def audio_features(model: nn.Module, spec: InputSpec, arguments: dict[str, Any]) -> torch.Tensor:
+    """What a speech LLM's audio tower hands its LLM for the audio in ``arguments`` (forward
+    keyword arguments): ``(batch, tokens, width)`` or ``(tokens, width)`` for the whole batch."""
+    getter = audio_feature_function(model)
+    names = inspect.signature(getter).parameters
+    audio_name = (spec.audio_argument if spec.audio_argument in names
+                  else next((name for name in AUDIO_ARGUMENTS if name in names),
+                            spec.audio_argument))
+    call = {audio_name: arguments[spec.audio_argument]}
+    takes_any = any(parameter.kind == parameter.VAR_KEYWORD for parameter in names.values())
+    for mask in ("attention_mask", *AUDIO_MASKS):
+        if mask in arguments and (mask in names or (takes_any and mask != "attention_mask")):
+            call[mask] = arguments[mask]
+    output = getter(**call)
+    # get_*_features return the projected features as pooler_output (transformers >= 5).
+    pooled = getattr(output, "pooler_output", None)
+    return pooled if isinstance(pooled, torch.Tensor) else main_tensor(output)
 
 
 def main_tensor(output: Any) -> torch.Tensor:

@@ -136,7 +136,9 @@ def record_calls(model: nn.Module, run: Callable[[], Any], audio: torch.Tensor |
 
     def before(module: nn.Module, args: tuple, kwargs: dict) -> None:
         path = paths[module]
-        if path in calls:
+        # Calls without gradients are the runner's side work (counting a speech LLM's audio
+        # tokens), not the pass under observation.
+        if path in calls or not torch.is_grad_enabled():
             return
         stream, where = stream_argument(args, kwargs)
         tensors = [value for value in (*args, *kwargs.values()) if isinstance(value, torch.Tensor)]
@@ -240,6 +242,12 @@ def assign_roles(stacks: list[Stack], observation: Observation) -> list[str]:
             stack.role = "extra"
             notes.append(f"{stack.path}: its blocks did not run in the discovery pass")
             continue
+        if first.stream_shape is None or len(first.stream_shape) != 3:
+            stack.role = "extra"
+            notes.append(f"{stack.path}: its blocks take {first.stream_shape} hidden states, not "
+                         f"(batch, frames, width) (packed sequences?): no time axis per "
+                         f"utterance to probe")
+            continue
         has_cross = any(branch.kind == "cross_attn" for branches in stack.branches
                         for branch in branches)
         tokens = stack.path in observation.token_stacks
@@ -266,6 +274,11 @@ def observed_branches(model: nn.Module, block_path: str, attention: list[str],
     block = model.get_submodule(block_path)
     inner = {join(block_path, path): module for path, module in block.named_modules() if path}
     mine = [path for path in attention if path.startswith(block_path + ".")]
+
+    def stream_shaped(path: str) -> bool:
+        call = calls.get(path)
+        return call is not None and call.stream_shape == stream and call.output_shape == stream
+
     found: list[tuple[int, Branch]] = []
     for path in mine:
         call = calls.get(path)
@@ -274,17 +287,24 @@ def observed_branches(model: nn.Module, block_path: str, attention: list[str],
         cross = any(grad and storage != call.stream_storage and len(shape) == 3
                     and shape[0] == stream[0] for shape, grad, storage in call.float_arguments)
         kind = "cross_attn" if cross else "self_attn"
-        found.append((call.order, Branch(kind, kind, relative(path, block_path))))
-
-    def stream_shaped(path: str) -> bool:
-        call = calls.get(path)
-        return call is not None and call.stream_shape == stream and call.output_shape == stream
+        # Where the attention module returns heads or a projection of another width, the branch
+        # is its innermost enclosing module that returns the stream's shape.
+        wrapper = path
+        while not stream_shaped(wrapper) and wrapper.rsplit(".", 1)[0] != block_path:
+            wrapper = wrapper.rsplit(".", 1)[0]
+        if stream_shaped(wrapper) and wrapper != path:
+            found.append((calls[wrapper].order, Branch(kind, kind, relative(wrapper, block_path),
+                                                       None, relative(path, block_path))))
+        else:
+            found.append((call.order, Branch(kind, kind, relative(path, block_path))))
 
     def count(module: nn.Module, kind: type) -> int:
         return sum(isinstance(child, kind) for child in module.modules())
 
+    wrappers = [f"{block_path}.{branch.module}" for _, branch in found]
     candidates = [path for path in inner if stream_shaped(path)
-                  and not any(inside(path, found) or inside(found, path) for found in mine)]
+                  and not any(inside(path, found) or inside(found, path)
+                              for found in (*mine, *wrappers))]
     convolutions = [path for path in candidates if count(inner[path], nn.Conv1d)]
     convolutions = _innermost(convolutions)
     feed_forwards = _innermost([path for path in candidates if count(inner[path], nn.Linear) >= 2

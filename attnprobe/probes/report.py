@@ -176,6 +176,16 @@ def reversal_report(model: nn.Module, batch: BatchForm, *,
     streamed = _attempt(lambda: streaming_probes(model, batch, threshold=threshold,
                                                  max_offset=max_offset, adapter=adapter),
                         "streaming", unavailable, inputs_too=True)
+    if streamed is None and batch.labels is not None:
+        # The labels may be what the cross-attention probe cannot use (too few): the encoder's
+        # probes still run without them.
+        reason = unavailable.pop("streaming")
+        streamed = _attempt(lambda: streaming_probes(model, batch.without_labels(),
+                                                     threshold=threshold, max_offset=max_offset,
+                                                     adapter=adapter),
+                            "streaming", unavailable, inputs_too=True)
+        if streamed is not None:
+            streamed.unavailable["cross_attention"] = reason
     mapping = _attempt(lambda: frame_mapping(model, batch, projections=projections,
                                              chunk_size=chunk_size, max_frames=max_frames,
                                              seed=seed, threshold=threshold, adapter=adapter),

@@ -52,8 +52,8 @@ def model_forward(
     scores need no weight gradients, and autograd then saves less. ``input="encoder_input"``
     differentiates the ``encoder.frontend`` site's output, kept attached to the graph by the
     trace; SmoothGrad and Integrated Gradients replace that output with a changed copy instead.
-    ``gradient_input="auto"`` picks one by the runner's frame shift
-    (:meth:`~attnprobe.alignment.settings.AlignmentSettings.scored_input`).
+    ``gradient_input="auto"`` picks one by the runner's frame shift, or where that is unknown by
+    the inputs' rank (:meth:`~attnprobe.alignment.settings.AlignmentSettings.scored_input`).
     """
     batch = as_speech_batch(batch)
     bound = resolve_adapter(model, adapter, runner, example=batch)
@@ -62,7 +62,7 @@ def model_forward(
                          "labels=..., label_lengths=...)")
     batch = _normal_tensors(batch)
     scored = AlignmentSettings(gradient_input=gradient_input).scored_input(
-        bound.runner.frame_shift_seconds)
+        bound.runner.frame_shift_seconds, batch.inputs.dim())
     if scored == "features":
         require_float_inputs(batch.inputs, "the batch inputs")
         return LabelForward(
