@@ -18,8 +18,9 @@ embeddings) require grad. Then:
   the audio, lives in another storage and has the query's batch size (the encoder output). Masks,
   rotary tables and relative position embeddings never depend on the audio;
 - **branches** of a block: modules whose input and output both have the block's hidden-state
-  shape (*stream-shaped*) — the innermost one holding the block's convolutions is ``conv``, the
-  innermost ones with two or more ``nn.Linear`` are ``ffn`` — and, lacking those, a child that
+  shape (*stream-shaped*) — the innermost one holding all of the block's convolutions is
+  ``conv``, the innermost ones with two or more ``nn.Linear`` are ``ffn`` — and, lacking those, a
+  child that
   widens the stream followed by one that narrows it back; all in call order;
 - **frontend**: the first module outside the encoder's ancestors that receives the audio tensor
   the model received (its storage: views and transposes count), else the first one fed from it.
@@ -305,8 +306,12 @@ def observed_branches(model: nn.Module, block_path: str, attention: list[str],
     candidates = [path for path in inner if stream_shaped(path)
                   and not any(inside(path, found) or inside(found, path)
                               for found in (*mine, *wrappers))]
-    convolutions = [path for path in candidates if count(inner[path], nn.Conv1d)]
-    convolutions = _innermost(convolutions)
+    # The convolution branch holds every convolution of the block: a depthwise convolution
+    # alone can look stream-shaped when frames happen to equal the width.
+    every_convolution = [path for path, module in inner.items() if isinstance(module, nn.Conv1d)
+                         and not any(inside(path, found) for found in (*mine, *wrappers))]
+    convolutions = _innermost([path for path in candidates if every_convolution and all(
+        inside(convolution, path) for convolution in every_convolution)])
     feed_forwards = _innermost([path for path in candidates if count(inner[path], nn.Linear) >= 2
                                 and not count(inner[path], nn.Conv1d)])
     found += [(calls[path].order, Branch("conv", "conv", relative(path, block_path)))

@@ -45,8 +45,6 @@ _TOP_K = re.compile(r"(num_experts_per_tok|moe_topk|top_k)$")
 _TOKEN_ID = re.compile(r"(token_id|token_index|_token)$")
 _ZERO = re.compile(r"dropout|layerdrop|mask_time_prob|mask_feature_prob|drop_path")
 _WINDOW = re.compile(r"^(max_source_positions|max_length)$")
-_AUDIO_WINDOW = "max_position_embeddings"
-"""A window too in a config with mel bins (an audio encoder's, not a text model's positions)."""
 WINDOW = 64
 """Fixed input windows (Whisper's 1500 positions, AST's 1024 frames) shrink to this: the runner
 finds the window it must pad to by trial."""
@@ -176,14 +174,11 @@ def _largest_token_id(tree: Any) -> int:
     return largest
 
 
-def _shrunk_value(key: str, value: Any, heads_before: set[int], largest_token: int,
-                  audio: bool) -> Any:
+def _shrunk_value(key: str, value: Any, heads_before: set[int], largest_token: int) -> Any:
     if isinstance(value, bool):
         return value
     if key == "downsample_hidden_size":  # convolution channels, named like a sampling setting
         return min(value, WIDTH)
-    if audio and key == _AUDIO_WINDOW and isinstance(value, int) and value > WINDOW:
-        return WINDOW
     if isinstance(value, float) and _ZERO.search(key):
         return 0.0
     if isinstance(value, (list, tuple)) and value and all(
@@ -231,7 +226,7 @@ def _shrink(config: Any, largest_token: int) -> None:
         if isinstance(value, PretrainedConfig):
             _shrink(value, largest_token)
             continue
-        new = _shrunk_value(key, value, heads_before, largest_token, "num_mel_bins" in attributes)
+        new = _shrunk_value(key, value, heads_before, largest_token)
         if new is not value and new != value:
             if isinstance(value, int) and _DEPTH.search(key):
                 depths[value] = new
