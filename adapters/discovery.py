@@ -154,6 +154,15 @@ def _refine(model: nn.Module, structure: Structure, observation: Observation) ->
                                                      and first.stream_shape[1] == batch)
     structure.stream_arguments = {path: call.stream_argument for path, call in calls.items()}
     structure.notes += assign_roles(structure.stacks, observation)
+    for stack in structure.stacks:
+        changing = [block for block in stack.blocks if block in calls
+                    and calls[block].output_shape and calls[block].stream_shape
+                    and calls[block].output_shape[:2] != calls[block].stream_shape[:2]]
+        if changing and stack.role in PROBED_ROLES:
+            structure.notes.append(
+                f"{len(changing)} {stack.role} blocks change the number of frames (subsampling "
+                f"inside the blocks): one length per stack cannot describe them, so frame "
+                f"mappings and lengths past the first such block are approximate")
     structure.observed = True
     encoder = structure.stack("encoder")
     if encoder is None:
