@@ -26,14 +26,8 @@ from .structure import (
     relative,
     static_branches,
 )
-from .structure_calls import (
-    Observation,
-    assign_roles,
-    frontend_of,
-    observe,
-    observed_branches,
-    to_frames_kind,
-)
+from .structure_calls import Observation, assign_roles, observe, observed_branches
+from .structure_frontend import frontend_of, to_frames_kind
 
 PROBED_ROLES = ("encoder", "decoder")
 """Stacks that become sites; an LLM, adapter or projector stack is described but not probed."""
@@ -42,7 +36,7 @@ PROBED_ROLES = ("encoder", "decoder")
 @dataclass
 class Frontend:
     """The frontend: the module that first receives the audio, and how what it receives becomes
-    ``(batch, frames, features)`` (see :func:`.structure_calls.to_frames_kind`)."""
+    ``(batch, frames, features)`` (see :func:`.structure_frontend.to_frames_kind`)."""
 
     module: str
     to_frames: str
