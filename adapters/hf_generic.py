@@ -26,6 +26,7 @@ from torch import nn
 
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import CapabilityError, InputError
+from attnprobe.model_state import side_pass
 
 from .hf_input_trials import describe_inputs
 from .hf_inputs import (
@@ -258,7 +259,7 @@ class HuggingFaceGenericRunner(Runner):
             raise CapabilityError(f"{type(self.model).__name__} is a speech LLM without "
                                   f"get_audio_features: attnprobe cannot tell how many audio "
                                   f"placeholder tokens its input needs")
-        with torch.no_grad():
+        with side_pass(self.model):
             features = audio_features(self.model, self.spec,
                                       model_arguments(self.model, self.spec, batch))
         count = features.shape[1] if features.dim() == 3 else \
@@ -268,7 +269,7 @@ class HuggingFaceGenericRunner(Runner):
     def _measured_lengths(self, batch: SpeechBatch) -> torch.Tensor:
         """Output frames of each item run alone (when the model has no length function)."""
         frames = []
-        with torch.no_grad():
+        with side_pass(self.model):
             for index in range(batch.batch_size):
                 frames.append(main_tensor(self.run(batch.item(index))).shape[1])
         return torch.tensor(frames, device=batch.inputs.device)
@@ -303,7 +304,7 @@ class HuggingFaceGenericRunner(Runner):
 
         handle = block.register_forward_pre_hook(note, with_kwargs=True)
         try:
-            with torch.no_grad():
+            with side_pass(self.model):
                 self.run(synthetic_batch(self.spec, [length]))
         finally:
             handle.remove()

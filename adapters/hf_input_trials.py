@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from attnprobe.model_state import side_pass
+
 from .hf_inputs import (
     COMMON_FEATURE_SIZES,
     InputSpec,
@@ -96,7 +98,7 @@ def _runs(model: nn.Module, spec: InputSpec, mask: str | None) -> bool:
     tower = spec.token_argument is not None and audio_feature_function(model) is not None
     for extra in trials:
         try:
-            with torch.no_grad():
+            with side_pass(model):
                 if tower:
                     audio_features(model, spec, {**arguments, **extra})
                 else:
@@ -118,7 +120,7 @@ def _settle_mask(model: nn.Module, spec: InputSpec) -> None:
     shape = arguments[name].shape
     without = {key: value for key, value in arguments.items() if key != name}
     outputs: dict[tuple[bool, torch.dtype], torch.Tensor] = {}
-    with torch.no_grad():
+    with side_pass(model):
         try:
             reference: torch.Tensor | None = main_tensor(model(**without))
         except Exception:  # noqa: BLE001 (the mask is required)

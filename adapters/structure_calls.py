@@ -30,15 +30,14 @@ afterwards, and every hook is removed, whatever happens.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from attnprobe.model_state import evaluation_mode, frozen_parameters
+from attnprobe.model_state import evaluation_mode, frozen_parameters, private_random_state
 
 from .hf_common import Branch
 from .structure import Stack, inside, join, numbered, relative
@@ -174,16 +173,6 @@ def record_calls(model: nn.Module, run: Callable[[], Any], audio: torch.Tensor |
     return calls
 
 
-@contextmanager
-def _private_random_state(model: nn.Module) -> Iterator[None]:
-    """Restore the global random state afterwards: discovery must not change what a later
-    random draw gives."""
-    devices = sorted({parameter.device.index or 0 for parameter in model.parameters()
-                      if parameter.device.type == "cuda"})
-    with torch.random.fork_rng(devices=devices):
-        yield
-
-
 def observe(model: nn.Module, run: Callable[[torch.Tensor], Any], audio: torch.Tensor,
             stacks: list[Stack]) -> Observation:
     """Run ``run(audio_copy)`` with the audio taint, then (for models with token inputs) again with
@@ -194,7 +183,8 @@ def observe(model: nn.Module, run: Callable[[torch.Tensor], Any], audio: torch.T
         audio: the audio as ``run`` takes it (``batch.inputs``).
         stacks: the stacks whose first block's token taint to note.
     """
-    with evaluation_mode(model), frozen_parameters(model), _private_random_state(model), \
+    # Discovery must not change what the model or a later random draw computes.
+    with evaluation_mode(model), frozen_parameters(model), private_random_state(model), \
             torch.enable_grad():
         tainted = audio.detach().clone().requires_grad_(audio.is_floating_point())
         model_call: dict[str, list[int]] = {}

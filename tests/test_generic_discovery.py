@@ -255,3 +255,25 @@ def test_a_flip_in_a_padded_wav2vec2_batch_is_found(generic: bool, planted: int 
                               f"reversed at block {planted}")
     assert [item.shape[1] for item in report.frame_mapping.maps] == [9, 5, 7]
     assert np.allclose(report.frame_mapping.per_sequence[:, -1], -1.0 if planted else 1.0)
+
+
+def test_discovery_draws_no_random_numbers_and_leaves_training_state_as_it_was() -> None:
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    torch.manual_seed(0)
+    hf_model = Wav2Vec2ForCTC(Wav2Vec2Config(
+        vocab_size=12, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=24, conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3),
+        num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2, hidden_dropout=0.3,
+        attention_dropout=0.3, feat_proj_dropout=0.3))
+    toolkit = toolkit_asr()
+    toolkit.train()
+    batch = toolkit_batch([6, 4], [5, 4])
+    statistics = toolkit.encoder.encoders[0].conv_module.norm.running_mean.clone()
+    state = torch.get_rng_state()
+    generic_adapter(hf_model)
+    toolkit_adapter(toolkit, batch)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(module.training for module in (*hf_model.modules(), *toolkit.modules()))
+    assert torch.equal(toolkit.encoder.encoders[0].conv_module.norm.running_mean, statistics)
+    assert all(parameter.requires_grad for parameter in hf_model.parameters())
