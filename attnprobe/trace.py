@@ -25,7 +25,7 @@ from torch import nn
 
 from .adapters import resolve_site_map
 from .capture import AttentionEmitter, Remover, hook_activating, pick_argument, pick_tensor
-from .errors import MemoryBudgetExceeded
+from .errors import MemoryBudgetExceeded, UnsupportedModelError
 from .records import Captured, Record
 from .reducers import StreamingReducer
 from .sites import Site, SiteFilter, format_sites, site_matcher
@@ -89,6 +89,11 @@ class Trace:
         bindings = site_map.bindings()
         self.all_sites = [binding.site for binding in bindings]
         chosen = [binding for binding in bindings if self._select(binding.site)]
+        if not bindings:
+            raise UnsupportedModelError(
+                f"the {getattr(site_map, 'family', '?')} site map found no sites in "
+                f"{type(self.model).__name__}; attnprobe.describe(model) says what it looked for "
+                f"and what it found")
         if not chosen:
             raise ValueError(
                 "the site selection matched nothing; available sites:\n"
