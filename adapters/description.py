@@ -72,6 +72,8 @@ class Description:
     def __str__(self) -> str:
         return self.summary()
 
+    __repr__ = __str__  # what an interactive session shows for attnprobe.describe(model)
+
 
 def _site_lines(sites: list[Site]) -> list[str]:
     """One line per stack layout: the frontend, then each stack's first block and its branches."""
