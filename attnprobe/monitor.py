@@ -173,7 +173,7 @@ class FlipMonitor:
         self.projections = projections
         self.max_frames = max_frames
         self.threshold = threshold
-        self.adapter = resolve_adapter(model, adapter, runner)
+        self.adapter = resolve_adapter(model, adapter, runner, example=self.probe_batch)
         self.uses_gradient_maps = (with_gradient_maps and self.adapter.site_map.has_decoder
                                    and self.probe_batch.labels is not None)
         self.history: list[MonitorRecord] = []

@@ -25,7 +25,7 @@ from torch import nn
 
 from .adapters import resolve_site_map
 from .capture import AttentionEmitter, Remover, hook_activating, pick_argument, pick_tensor
-from .errors import MemoryBudgetExceeded
+from .errors import MemoryBudgetExceeded, UnsupportedModelError
 from .records import Captured, Record
 from .reducers import StreamingReducer
 from .sites import Site, SiteFilter, format_sites, site_matcher
@@ -52,6 +52,7 @@ class Trace:
         store: bool = True,
         memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
         adapter: Any = None,
+        input_lengths: torch.Tensor | None = None,
     ) -> None:
         if capture is not None:
             capture = set(capture)
@@ -73,6 +74,8 @@ class Trace:
         self.all_sites: list[Site] = []
         self._removers: list[Remover] = []
         self._lengths: dict[str, torch.Tensor] = {}
+        self._input_lengths = input_lengths
+        self._given_lengths: dict[str, torch.Tensor] = {}
         self._stored_bytes = 0
         self._pending_attention: set[str] = set()
         self._active = False
@@ -86,12 +89,20 @@ class Trace:
         bindings = site_map.bindings()
         self.all_sites = [binding.site for binding in bindings]
         chosen = [binding for binding in bindings if self._select(binding.site)]
+        if not bindings:
+            raise UnsupportedModelError(
+                f"the {getattr(site_map, 'family', '?')} site map found no sites in "
+                f"{type(self.model).__name__}; attnprobe.describe(model) says what it looked for "
+                f"and what it found")
         if not chosen:
             raise ValueError(
                 "the site selection matched nothing; available sites:\n"
                 + format_sites(self.all_sites)
             )
         self._active = True
+        if self._input_lengths is not None:
+            self._given_lengths = {axis: value.detach().long().cpu() for axis, value in
+                                   site_map.lengths_for_inputs(self._input_lengths).items()}
         try:
             for entry in site_map.length_entries():
                 self._install_length_entry(entry.module, entry.lengths)
@@ -180,6 +191,9 @@ class Trace:
         return site.stack
 
     def _lengths_for(self, axis: str, batch: int, frames: int) -> tuple[torch.Tensor, bool]:
+        given = self._given_lengths.get(axis)
+        if given is not None and given.numel() == batch and int(given.max()) <= frames:
+            return given, True
         known = self._lengths.get(axis)
         if known is not None and known.numel() == batch and int(known.max()) <= frames:
             return known, True
@@ -187,6 +201,10 @@ class Trace:
 
     def _take(self, site: Site, what: str, tensor: torch.Tensor,
               key_frames: int | None = None) -> None:
+        if tensor.is_nested:
+            # torch's nested fast path (nn.TransformerEncoder with a padding mask): records are
+            # dense, zero-padded, like every other padded batch.
+            tensor = tensor.to_padded_tensor(0.0)
         if tensor.dim() < 2:
             return
         lengths, known = self._lengths_for(self._axis_lengths(site, what), tensor.shape[0],
@@ -327,14 +345,15 @@ def trace(
     store: bool = True,
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
     adapter: Any = None,
+    input_lengths: torch.Tensor | None = None,
 ) -> Trace:
     """Trace ``model``: use as ``with attnprobe.trace(model) as t: model(...)``.
 
     Args:
         model: any supported model (attnprobe's Conformer AED, Hugging Face Whisper / Wav2Vec2 /
             HuBERT / Wav2Vec2-Conformer / Speech2Text / Parakeet, torchaudio Conformer / Emformer /
-            wav2vec2 / HuBERT), or any model with ``nn.MultiheadAttention`` or Hugging Face
-            attention modules (generic fallback).
+            wav2vec2 / HuBERT), or any model with a stack of attention blocks (the generic site
+            map finds its sites by structure; ``attnprobe.describe(model)`` shows them).
         sites: which sites to trace: ``None`` (all), a glob such as ``"encoder.*.self_attn"``,
             a list of globs, or a callable ``Site -> bool``.
         kind: keep only this site kind or these kinds (``"self_attn"``, ``"cross_attn"``,
@@ -353,10 +372,14 @@ def trace(
             probabilities are materialised); ``None`` for no limit. Default 4 GiB.
         adapter: an :class:`attnprobe.adapters.SiteMap` class or instance (or an
             :class:`attnprobe.adapters.Adapter`) to use instead of the automatic choice.
+        input_lengths: ``(batch,)`` valid frames (or samples) of the batch you will run, as the
+            feature extractor gave them. For models whose encoder gets no padding mask (Whisper
+            pads every input to 30 s), the site map turns them into the valid encoder frames, so
+            that records mark the padding as padding; they win over what the call reveals.
 
     Returns:
         The :class:`Trace`; its records fill while the ``with`` block runs.
     """
     return Trace(model, sites, kind=kind, stack=stack, layer=layer, capture=capture,
                  device=device, attach=attach, reducers=reducers, store=store,
-                 memory_budget=memory_budget, adapter=adapter)
+                 memory_budget=memory_budget, adapter=adapter, input_lengths=input_lengths)

@@ -26,7 +26,9 @@ def textgrid_text(alignment: Alignment, duration_s: float | None = None) -> str:
         duration_s: length of the recording; defaults to ``alignment.duration_s`` (the valid
             frames). Pass the audio duration when the last frame ends before the audio does.
     """
+    alignment.require_seconds("a TextGrid")
     duration = alignment.duration_s if duration_s is None else duration_s
+    assert duration is not None
     tiers = {
         "words": [(word.start_s, word.end_s, word.text) for word in alignment.words],
         "labels": [(label.start_s, label.end_s, label.text) for label in alignment.labels],
@@ -114,6 +116,7 @@ def ctm_text(utterance_id: str, alignment: Alignment, channel: int = 1) -> str:
     """CTM lines ``utterance channel start duration word`` for one utterance."""
     if any(char.isspace() for char in utterance_id):
         raise ValueError(f"utterance id {utterance_id!r} contains whitespace; CTM splits on it")
+    alignment.require_seconds("a CTM file")
     lines = []
     for word in alignment.words:
         if any(char.isspace() for char in word.text):
