@@ -161,9 +161,11 @@ def run_job(job: Job, items: Sequence[Any], out: Path, *, overwrite: bool = Fals
             weights = [weight for _, weight in todo]
             mine = [todo[index][0] for index in balanced_shards(weights, group.world_size)[
                 group.rank]]
+            folder.write_rank(group.rank, len(mine))
             progress = Progress(len(todo) + len(problems), stream) if group.is_leader else None
-            if progress is not None and problems:
-                progress.advance_to(len(problems))
+            if progress is not None:
+                for done, (item, problem) in enumerate(problems, start=1):
+                    progress.show(done, item.id, False, None, problem, 0.0)
             _process_shard(job, folder, group, mine, progress)
             group.finish()
             if group.is_leader:

@@ -84,6 +84,7 @@ class Progress:
         self.total = total
         self.stream = stream
         self.bar: Any = None
+        self.shown = 0
         if bool(getattr(stream, "isatty", lambda: False)()):
             try:
                 from tqdm import tqdm
@@ -93,7 +94,12 @@ class Progress:
 
     def advance_to(self, done: int) -> None:
         """Show ``done`` files finished (by any rank)."""
-        if self.bar is not None and done > self.bar.n:
+        if self.bar is None:
+            if done > self.shown:
+                print(f"[{done}/{self.total}] finished on all ranks", file=self.stream,
+                      flush=True)
+                self.shown = done
+        elif done > self.bar.n:
             self.bar.update(done - self.bar.n)
 
     def show(self, done: int, item_id: str, ok: bool, detail: str | None, error: str | None,
@@ -103,6 +109,7 @@ class Progress:
         if self.bar is None:
             print(f"[{done}/{self.total}] {item_id}: {status} ({seconds:.1f} s)",
                   file=self.stream, flush=True)
+            self.shown = max(self.shown, done)
             return
         if not ok:
             self.bar.write(f"{item_id}: {status}", file=self.stream)

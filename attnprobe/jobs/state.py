@@ -6,6 +6,8 @@
   it succeeded, its one-line error, warnings, the small facts the summary merges (verdict, word-time
   offsets) and its wall-clock seconds. The merged summary is built from these records alone, so it
   can be written at any time: at the end, on interrupt, after a rerun.
+- ``ranks/rank-<k>.json``: which process (host, pid) ran rank ``k`` of the latest run and how many
+  items it was given, to tell ranks apart when one hangs or dies;
 - ``scratch/``: temporary files and folders on their way into place (see
   :func:`attnprobe.jobs.files.replace_folder`); whatever a killed process left there is removed
   when the next run starts.
@@ -14,7 +16,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +41,7 @@ class JobFolder:
         self.state = out / STATE_FOLDER
         self.scratch = self.state / "scratch"
         self.outcomes = self.state / "outcomes"
+        self.ranks = self.state / "ranks"
 
     def claim(self, fingerprint: dict[str, Any], overwrite: bool) -> bool:
         """Make ``out`` this job's folder; returns whether earlier outcomes stay valid.
@@ -102,6 +107,14 @@ class JobFolder:
         """Write one item's outcome record (atomically)."""
         text = json.dumps(record, indent=1, sort_keys=True) + "\n"
         replace_file(self.outcome_path(record["id"]), text.encode("utf-8"), self.scratch)
+
+    def write_rank(self, rank: int, items: int) -> None:
+        """Note which process runs ``rank`` and how many items it has."""
+        document = {"rank": rank, "host": socket.gethostname(), "pid": os.getpid(),
+                    "items": items}
+        self.ranks.mkdir(parents=True, exist_ok=True)
+        replace_file(self.ranks / f"rank-{rank}.json",
+                     (json.dumps(document) + "\n").encode("utf-8"), self.scratch)
 
     def forget(self, item_id: str) -> None:
         """Drop an item's outcome before its outputs are replaced."""
