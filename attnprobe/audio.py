@@ -113,13 +113,23 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
 
 
 def _resample_by_fft(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Keep the spectrum below both Nyquist frequencies and transform back at the new length."""
+    """Keep the spectrum below both Nyquist frequencies and transform back at the new length.
+
+    The input is zero-padded to a whole number of ratio periods (``from_rate / gcd`` samples, at
+    most one second), so that the output lands exactly on the new rate's sample grid."""
     length = math.ceil(len(samples) * to_rate / from_rate)
-    spectrum = np.fft.rfft(samples)
-    kept = min(len(spectrum), length // 2 + 1)
-    resized = np.zeros(length // 2 + 1, dtype=np.complex128)
+    ratio = Fraction(to_rate, from_rate)
+    period = ratio.denominator
+    padded_length = -(-len(samples) // period) * period
+    padded = np.zeros(padded_length)
+    padded[: len(samples)] = samples
+    output_length = padded_length // period * ratio.numerator
+    spectrum = np.fft.rfft(padded)
+    kept = min(len(spectrum), output_length // 2 + 1)
+    resized = np.zeros(output_length // 2 + 1, dtype=np.complex128)
     resized[:kept] = spectrum[:kept]
-    return (np.fft.irfft(resized, n=length) * (length / len(samples))).astype(np.float32)
+    resampled = np.fft.irfft(resized, n=output_length) * (output_length / padded_length)
+    return resampled[:length].astype(np.float32)
 
 
 def _soundfile() -> object:
