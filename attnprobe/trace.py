@@ -13,20 +13,15 @@ Nothing the model computes changes: hooks only read tensors (attention captures 
 switch flipped restore it on exit), and every hook the trace installed is removed when the
 ``with`` block ends, normally or by exception. Hooks others installed are never touched.
 
-A trace belongs to the thread that entered it: it records only the calls that thread makes (a
-call of the model from another thread is left out, and counted in a warning at exit), and a second
-thread that tries to trace the same model while the first trace is open gets a
-:class:`~attnprobe.errors.TraceThreadError`. A call through a ``torch.compile`` wrapper of the traced
-model is detected (compiled graphs skip or replay hooks, so records would be incomplete) and ends
-the trace with a :class:`~attnprobe.errors.CompiledModelError` that says what to call instead.
+A trace belongs to the thread that entered it (calls from other threads stay out of its records;
+a second thread's trace of the same model is refused), and a call through a ``torch.compile``
+wrapper of the traced model ends it with an error that says what to call instead
+(:mod:`attnprobe.trace_guard`).
 """
 
 from __future__ import annotations
 
 import difflib
-import threading
-import warnings
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -35,23 +30,14 @@ from torch import nn
 
 from .adapters import resolve_site_map
 from .capture import AttentionEmitter, Remover, hook_activating, pick_argument, pick_tensor
-from .errors import CompiledModelError, MemoryBudgetExceeded, TraceThreadError
+from .errors import MemoryBudgetExceeded
 from .records import Captured, Record
 from .reducers import StreamingReducer
 from .sites import Site, SiteFilter, format_sites, site_matcher
+from .trace_guard import TraceGuard
 
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
 CAPTURE_KINDS = ("output", "input", "attention")
-
-_owners_lock = threading.Lock()
-# model -> (thread id, thread name, open traces in that thread)
-_owners: weakref.WeakKeyDictionary[nn.Module, tuple[int, str, int]] = weakref.WeakKeyDictionary()
-
-
-class ForeignThreadWarning(UserWarning):
-    """Issued when a traced model ran in a thread other than the trace's: those calls were not
-    recorded."""
-
 
 class Trace:
     """Hooks on one model for the duration of a ``with`` block. Build it with :func:`trace`."""
@@ -95,34 +81,31 @@ class Trace:
         self._stored_bytes = 0
         self._pending_attention: set[str] = set()
         self._active = False
-        self._thread: int | None = None
-        self._owns_model = False
-        self._foreign_calls = 0
-        self._compiled_call = False
+        self._guard = TraceGuard(model)
 
     # ----------------------------------------------------------------- context management
     def __enter__(self) -> Trace:
         if self._active:
             raise RuntimeError("this trace is already active; create a new attnprobe.trace(...)")
-        self._claim_model()
+        self._guard.claim()
         try:
             site_map = resolve_site_map(self.model, self._adapter)
         except BaseException:
-            self._release_model()
+            self._guard.release()
             raise
         self.site_map = site_map
         bindings = site_map.bindings()
         self.all_sites = [binding.site for binding in bindings]
         chosen = [binding for binding in bindings if self._select(binding.site)]
         if not chosen:
-            self._release_model()
+            self._guard.release()
             raise ValueError(
                 "the site selection matched nothing; available sites:\n"
                 + format_sites(self.all_sites)
             )
         self._active = True
         try:
-            self._install_compile_check()
+            self._removers.append(self._guard.install_compile_check())
             for entry in site_map.length_entries():
                 self._install_length_entry(entry.module, entry.lengths)
             for binding in chosen:
@@ -135,19 +118,7 @@ class Trace:
 
     def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         self._remove_all()
-        if self._foreign_calls:
-            warnings.warn(
-                f"{self._foreign_calls} captures of the traced model came from other threads "
-                f"while this trace was open and were left out: a trace records only the thread "
-                f"that entered it. Run the model in that thread, or open a trace in each thread "
-                f"on its own copy of the model", ForeignThreadWarning, stacklevel=2)
-        if self._compiled_call and exc_type is None:
-            raise CompiledModelError(
-                f"the traced {type(self.model).__name__} was called through a torch.compile "
-                f"wrapper; compiled graphs skip or replay attnprobe's hooks, so this trace's "
-                f"records may be empty or stale. Inside the trace, call the original module "
-                f"(compiled._orig_mod, or the model you passed to torch.compile), and compile "
-                f"only outside traces")
+        self._guard.verdict(failed=exc_type is not None)
 
     def _remove_all(self) -> None:
         errors: list[BaseException] = []
@@ -159,61 +130,15 @@ class Trace:
                 errors.append(error)
         self._active = False
         self._lengths = {}
-        self._release_model()
+        self._guard.release()
         if errors:
             raise errors[0]
-
-    # ----------------------------------------------------------------- threads and compilation
-    def _claim_model(self) -> None:
-        """Make this thread the model's tracing thread (nested traces in it are fine)."""
-        current = threading.current_thread()
-        with _owners_lock:
-            owner = _owners.get(self.model)
-            if owner is not None and owner[0] != current.ident:
-                raise TraceThreadError(
-                    f"{type(self.model).__name__} is already traced in thread {owner[1]!r}; a "
-                    f"trace belongs to one thread, and two threads tracing one model would mix "
-                    f"their records. Trace from one thread at a time (hold a lock around the "
-                    f"with block), or give each thread its own copy of the model "
-                    f"(copy.deepcopy(model))")
-            count = 0 if owner is None else owner[2]
-            _owners[self.model] = (current.ident or 0, current.name, count + 1)
-        self._thread = current.ident
-        self._owns_model = True
-
-    def _release_model(self) -> None:
-        if not self._owns_model:
-            return
-        with _owners_lock:
-            owner = _owners.get(self.model)
-            if owner is not None:
-                if owner[2] <= 1:
-                    del _owners[self.model]
-                else:
-                    _owners[self.model] = (owner[0], owner[1], owner[2] - 1)
-        self._owns_model = False
-
-    def _in_own_thread(self) -> bool:
-        if threading.get_ident() == self._thread:
-            return True
-        self._foreign_calls += 1
-        return False
-
-    def _install_compile_check(self) -> None:
-        def before_forward(_module: nn.Module, _args: tuple) -> None:
-            # Under torch.compile this runs while the graph is traced; the flag is one of the
-            # side effects dynamo replays, so it survives into eager Python.
-            if torch.compiler.is_compiling():
-                self._compiled_call = True
-
-        handle = self.model.register_forward_pre_hook(before_forward)
-        self._removers.append(handle.remove)
 
     # ----------------------------------------------------------------- installation
     def _install_length_entry(self, module: nn.Module,
                               lengths: Callable[[tuple, Mapping[str, Any]], Mapping]) -> None:
         def before_forward(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if not self._in_own_thread():
+            if not self._guard.in_own_thread():
                 return
             found = lengths(args, kwargs)
             self._lengths.update({key: value.detach().long() for key, value in found.items()
@@ -279,7 +204,7 @@ class Trace:
 
     def _take(self, site: Site, what: str, tensor: torch.Tensor,
               key_frames: int | None = None) -> None:
-        if tensor.dim() < 2 or not self._in_own_thread():
+        if tensor.dim() < 2 or not self._guard.in_own_thread():
             return
         lengths, known = self._lengths_for(self._axis_lengths(site, what), tensor.shape[0],
                                            tensor.shape[-2] if what == "attention"
@@ -327,8 +252,8 @@ class Trace:
         )
 
     def _reserve_attention(self, site: Site, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
-        if threading.get_ident() != self._thread:
-            return False  # counted when the capture hands anything over; nothing is computed
+        if not self._guard.is_own_thread():
+            return False  # another thread's call: nothing is computed for it
         if not self._store:
             return bool(self._reducers)
         element = torch.empty((), dtype=dtype).element_size()

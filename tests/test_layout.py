@@ -17,6 +17,7 @@ RANKS = {
     "models": 1,
     "sites": 2, "records": 2, "capture": 2, "reducers": 2, "batch": 2,
     "model_state": 2, "vjp": 2, "audio": 2, "features": 2, "labels": 2, "speech_presence": 2,
+    "trace_guard": 2,
     "adapters": 3,
     "trace": 4,
     "probes": 5, "alignment": 5, "plotting": 5, "loading": 5, "testing": 5,

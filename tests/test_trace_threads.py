@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import attnprobe
 from attnprobe.errors import CompiledModelError, TraceThreadError
-from attnprobe.trace import ForeignThreadWarning
+from attnprobe.trace_guard import ForeignThreadWarning
 from tests.toy_model import ToyAdapter, ToyEncoder, all_hooks, padded_batch
 
 
