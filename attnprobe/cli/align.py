@@ -23,8 +23,8 @@ from attnprobe.jobs import (
     collect_inputs,
     names_collection,
     read_text_argument,
-    run_items,
     run_job,
+    run_to_terminal,
     write_file_atomically,
 )
 from attnprobe.reporting.corpus import AlignJob
@@ -70,20 +70,7 @@ def run_align(arguments: argparse.Namespace) -> int:
 
 
 def _to_terminal(job: AlignJob, items: list[InputItem]) -> int:
-    """Each utterance's alignment printed as soon as it is done; failures listed at the end.
-    Every item is checked before the model loads; it loads only if some item can use it."""
-    problems = {}
-    for item in items:
-        try:
-            job.inspect(item)
-        except InputError as error:
-            problems[item.id] = error
-    if len(problems) < len(items):
-        job.start()
-
-    def process(item: InputItem) -> str:
-        if item.id in problems:
-            raise problems[item.id]
+    def show(item: InputItem) -> str:
         text, output = job.align(item)
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -91,4 +78,4 @@ def _to_terminal(job: AlignJob, items: list[InputItem]) -> int:
             print(f"attnprobe: warning: {item.id}: {warning}", file=sys.stderr)
         return output.detail
 
-    return run_items(items, process, force_batch=True).finish(None)
+    return run_to_terminal(job, items, show)

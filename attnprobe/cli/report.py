@@ -24,8 +24,8 @@ from attnprobe.jobs import (
     collect_inputs,
     names_collection,
     read_text_argument,
-    run_items,
     run_job,
+    run_to_terminal,
 )
 from attnprobe.reporting.checkpoint_scan import CheckpointScanJob, find_checkpoints
 from attnprobe.reporting.corpus import ReportJob
@@ -102,14 +102,13 @@ def _scan(arguments: argparse.Namespace, items: list[InputItem], out: Path | Non
 
 
 def _to_terminal(job: ReportJob, items: list[InputItem]) -> int:
-    def process(item: InputItem) -> str:
-        job.inspect(item)
+    def show(item: InputItem) -> str:
         result = analyse(job.loaded, item, job.options)
         _echo(describe(result))
         _warn(item, result.warnings)
         return result.verdict
 
-    return run_items(items, process, force_batch=True).finish(None)
+    return run_to_terminal(job, items, show)
 
 
 def _echo(text: str) -> None:

@@ -5,7 +5,7 @@ as each finishes and a summary merged at the end; progress; writing files so tha
 interrupt never leaves a partial one behind."""
 
 from .distributed import JobGroup
-from .engine import Inspection, ItemOutput, Job, JobReport, run_job
+from .engine import Inspection, ItemOutput, Job, JobReport, run_job, run_to_terminal
 from .files import PendingFiles, check_writable, replace_file, replace_folder, write_file_atomically
 from .ids import safe_id, unique_ids
 from .items import InputItem, collect_inputs, names_collection, read_text_argument
@@ -43,6 +43,7 @@ __all__ = [
     "replace_folder",
     "run_items",
     "run_job",
+    "run_to_terminal",
     "safe_id",
     "unique_ids",
     "write_file_atomically",

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -36,7 +36,7 @@ from attnprobe.errors import AttnprobeError, JobError
 
 from .distributed import JobGroup
 from .files import replace_file, replace_folder
-from .progress import Progress, one_line
+from .progress import Progress, one_line, run_items
 from .sharding import balanced_shards
 from .state import JobFolder
 
@@ -147,9 +147,11 @@ def run_job(job: Job, items: Sequence[Any], out: Path, *, overwrite: bool = Fals
     folder = JobFolder(out)
     started = time.perf_counter()
     report = JobReport(total=len(items))
+    claimed = False
     try:
         with _interrupts_as_keyboard_interrupt():
             _agree_on_folder(group, folder, job, overwrite)
+            claimed = True
             todo, problems, report.skipped = _plan(group, folder, job, items, overwrite)
             if group.is_leader:
                 _announce(stream, len(items), report.skipped, len(problems), len(todo), group)
@@ -176,7 +178,7 @@ def run_job(job: Job, items: Sequence[Any], out: Path, *, overwrite: bool = Fals
                 _summarise(job, folder, items, report, stream, started, missing,
                            timeout_s=group.timeout_s)
     except KeyboardInterrupt:
-        if group.is_leader:
+        if group.is_leader and claimed:
             with contextlib.suppress(Exception):
                 _summarise(job, folder, items, report, stream, started, [], interrupted=True)
         raise
@@ -184,6 +186,29 @@ def run_job(job: Job, items: Sequence[Any], out: Path, *, overwrite: bool = Fals
         group.close()
     report.seconds = time.perf_counter() - started
     return report
+
+
+def run_to_terminal(job: Job, items: Sequence[Any], show: Callable[[Any], str],
+                    stream: TextIO | None = None) -> int:
+    """A batch without an output folder, in one process: every item is inspected first (the
+    model loads only if some item can use it), then ``show(item)`` prints each item's result as
+    soon as it is done and returns a short note; failures are listed at the end. Returns the exit
+    code (1 when some item failed)."""
+    problems: dict[str, AttnprobeError] = {}
+    for item in items:
+        try:
+            job.inspect(item)
+        except AttnprobeError as error:
+            problems[item.id] = error
+    if len(problems) < len(items):
+        job.start()
+
+    def process(item: Any) -> str:
+        if item.id in problems:
+            raise problems[item.id]
+        return show(item)
+
+    return run_items(list(items), process, stream, force_batch=True).finish(None)
 
 
 def _agree_on_folder(group: JobGroup, folder: JobFolder, job: Job, overwrite: bool) -> None:
