@@ -12,6 +12,11 @@ Usage::
 Nothing the model computes changes: hooks only read tensors (attention captures that need a
 switch flipped restore it on exit), and every hook the trace installed is removed when the
 ``with`` block ends, normally or by exception. Hooks others installed are never touched.
+
+A trace belongs to the thread that entered it (calls from other threads stay out of its records;
+a second thread's trace of the same model is refused), and a call through a ``torch.compile``
+wrapper of the traced model ends it with an error that says what to call instead
+(:mod:`attnprobe.trace_guard`).
 """
 
 from __future__ import annotations
@@ -29,10 +34,10 @@ from .errors import MemoryBudgetExceeded, UnsupportedModelError
 from .records import Captured, Record
 from .reducers import StreamingReducer
 from .sites import Site, SiteFilter, format_sites, site_matcher
+from .trace_guard import TraceGuard
 
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
 CAPTURE_KINDS = ("output", "input", "attention")
-
 
 class Trace:
     """Hooks on one model for the duration of a ``with`` block. Build it with :func:`trace`."""
@@ -79,31 +84,41 @@ class Trace:
         self._stored_bytes = 0
         self._pending_attention: set[str] = set()
         self._active = False
+        self._guard = TraceGuard(model)
 
     # ----------------------------------------------------------------- context management
     def __enter__(self) -> Trace:
         if self._active:
             raise RuntimeError("this trace is already active; create a new attnprobe.trace(...)")
-        site_map = resolve_site_map(self.model, self._adapter)
+        self._guard.claim()
+        try:
+            site_map = resolve_site_map(self.model, self._adapter)
+        except BaseException:
+            self._guard.release()
+            raise
         self.site_map = site_map
         bindings = site_map.bindings()
         self.all_sites = [binding.site for binding in bindings]
         chosen = [binding for binding in bindings if self._select(binding.site)]
         if not bindings:
+            self._guard.release()
             raise UnsupportedModelError(
                 f"the {getattr(site_map, 'family', '?')} site map found no sites in "
                 f"{type(self.model).__name__}; attnprobe.describe(model) says what it looked for "
                 f"and what it found")
         if not chosen:
+            self._guard.release()
             raise ValueError(
                 "the site selection matched nothing; available sites:\n"
                 + format_sites(self.all_sites)
             )
         self._active = True
-        if self._input_lengths is not None:
-            self._given_lengths = {axis: value.detach().long().cpu() for axis, value in
-                                   site_map.lengths_for_inputs(self._input_lengths).items()}
         try:
+            if self._input_lengths is not None:
+                self._given_lengths = {
+                    axis: value.detach().long().cpu()
+                    for axis, value in site_map.lengths_for_inputs(self._input_lengths).items()}
+            self._removers.append(self._guard.install_compile_check())
             for entry in site_map.length_entries():
                 self._install_length_entry(entry.module, entry.lengths)
             for binding in chosen:
@@ -114,8 +129,9 @@ class Trace:
             raise
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         self._remove_all()
+        self._guard.verdict(failed=exc_type is not None)
 
     def _remove_all(self) -> None:
         errors: list[BaseException] = []
@@ -127,6 +143,7 @@ class Trace:
                 errors.append(error)
         self._active = False
         self._lengths = {}
+        self._guard.release()
         if errors:
             raise errors[0]
 
@@ -134,6 +151,8 @@ class Trace:
     def _install_length_entry(self, module: nn.Module,
                               lengths: Callable[[tuple, Mapping[str, Any]], Mapping]) -> None:
         def before_forward(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if not self._guard.in_own_thread():
+                return
             found = lengths(args, kwargs)
             self._lengths.update({key: value.detach().long() for key, value in found.items()
                                   if value is not None})
@@ -201,6 +220,8 @@ class Trace:
 
     def _take(self, site: Site, what: str, tensor: torch.Tensor,
               key_frames: int | None = None) -> None:
+        if not self._guard.in_own_thread():
+            return
         if tensor.is_nested:
             # torch's nested fast path (nn.TransformerEncoder with a padding mask): records are
             # dense, zero-padded, like every other padded batch.
@@ -253,6 +274,8 @@ class Trace:
         )
 
     def _reserve_attention(self, site: Site, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
+        if not self._guard.is_own_thread():
+            return False  # another thread's call: nothing is computed for it
         if not self._store:
             return bool(self._reducers)
         element = torch.empty((), dtype=dtype).element_size()

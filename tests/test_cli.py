@@ -252,8 +252,9 @@ def test_many_files_keep_going_past_failures_and_report_them(
     assert run.code == 1
     assert "2 of 4 files failed" in run.err
     assert "missing.wav does not exist" in run.err and "cannot read" in run.err
-    assert sorted(path.name for path in out.iterdir()) == ["good0.json", "good1.json",
-                                                            "summary.json"]
+    # The job's resumable state lives in a hidden folder next to the outputs.
+    assert sorted(path.name for path in out.iterdir()) == [".attnprobe", "good0.json",
+                                                            "good1.json", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     assert [result["ok"] for result in summary["results"]] == [True, False, False, True]
     assert re.search(r"\[4/4\] good1: ok", run.err), "a progress line per file on non-terminals"

@@ -38,7 +38,15 @@ from attnprobe.probes import (
 from attnprobe.probes.report import DEFAULT_MAX_FRAMES
 from attnprobe.trace import trace
 
+from .warnings import answer_warnings
+
 GIB = 2**30
+LABELS_PER_BACKWARD = 8
+"""Labels per backward pass of the command line's alignments (lowered where the memory budget of
+:func:`attnprobe.gradient_alignment` allows fewer), instead of the timed search for the fastest
+chunk: chunks of different sizes round differently in the last bits, so a search that picks by
+timing would make the same input give different files, and a sharded corpus differ from a
+single-process run. On the CPU, 8 is as fast as the search on attnprobe's Conformers."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ class UtteranceResult:
         alignment: the gradient alignment, or ``None``.
         errors: time-stamp errors against ``item.reference``, or ``None``.
         notes: what else the reader should know.
+        warnings: why the verdict and the times may mean nothing (no speech, an unlikely
+            transcript; :mod:`.warnings`).
         seconds: wall-clock seconds per step.
     """
 
@@ -93,6 +103,7 @@ class UtteranceResult:
     alignment: Alignment | None = None
     errors: TimestampErrors | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -122,9 +133,11 @@ class UtteranceResult:
         return [result.summary().splitlines()[0] for result in
                 (self.cross_attention, self.diagonality, self.dominance) if result is not None]
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values: the report's numbers, the alignment, the errors."""
-        return {
+    def to_dict(self, include_seconds: bool = True) -> dict[str, Any]:
+        """Plain JSON values: the report's numbers, the alignment, the errors; wall-clock seconds
+        only with ``include_seconds`` (files written by a job leave them out, so that the same
+        input always gives the same bytes)."""
+        document = {
             "id": self.item.id,
             "audio": str(self.item.audio),
             "duration_s": self.audio.duration,
@@ -148,8 +161,11 @@ class UtteranceResult:
              for word, start, end in self.item.reference],
             "timestamp_errors": None if self.errors is None else self.errors.to_dict(),
             "notes": self.notes,
-            "seconds": self.seconds,
+            "warnings": self.warnings,
         }
+        if include_seconds:
+            document["seconds"] = self.seconds
+        return document
 
 
 def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
@@ -175,6 +191,7 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
             result.notes.append("the model transcribed nothing, so the decoder probes did not run")
     batch = loaded.batch(audio.samples, result.transcript)
     check_transcript_fits(loaded, batch, audio.duration)
+    result.warnings = answer_warnings(loaded, audio, batch)
     labels = 0 if result.transcript is None else len(result.transcript.ids)
     if loaded.adapter.site_map.has_decoder and 0 < labels < MINIMUM_POSITIONS:
         raise InputError(
@@ -208,6 +225,7 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
     if options.align and result.transcript is not None:
         started = time.perf_counter()
         result.alignment = aligned_words(loaded, batch, result.transcript)
+        result.alignment.warnings.extend(result.warnings)
         result.seconds["gradient alignment"] = time.perf_counter() - started
         result.errors = errors_against_reference(result.alignment, item, result.notes)
     return result
@@ -215,10 +233,10 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
 
 def aligned_words(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcript,
                   settings: AlignmentSettings = DEFAULT_SETTINGS) -> Alignment:
-    """The gradient alignment of one utterance."""
+    """The gradient alignment of one utterance (:data:`LABELS_PER_BACKWARD` labels per pass)."""
     (alignment,) = gradient_alignment(loaded.model, batch, [transcript.tokens], settings=settings,
                                       ctc_blank=loaded.ctc_blank, word_style=loaded.word_style,
-                                      adapter=loaded.adapter)
+                                      adapter=loaded.adapter, chunk_size=LABELS_PER_BACKWARD)
     return alignment
 
 

@@ -2,9 +2,11 @@
 
 TextGrid: two interval tiers, ``"words"`` and ``"labels"``; each tiles ``[0, duration]`` with
 empty intervals in the gaps, as Praat requires. Aligners whose neighbouring spans share a frame
-(cross-attention DTW) get the shared stretch split at its middle.
+(cross-attention DTW) get the shared stretch split at its middle. An alignment with warnings gets a
+third tier, ``"warnings"``, one interval over the whole file.
 
-CTM: one line per word, ``utterance channel start duration word``, times in seconds.
+CTM: one line per word, ``utterance channel start duration word``, times in seconds; warnings
+come first as ``;;`` comment lines.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def textgrid_text(alignment: Alignment, duration_s: float | None = None) -> str:
         "words": [(word.start_s, word.end_s, word.text) for word in alignment.words],
         "labels": [(label.start_s, label.end_s, label.text) for label in alignment.labels],
     }
+    if alignment.warnings:
+        tiers["warnings"] = [(0.0, duration, " / ".join(alignment.warnings))]
     lines = [
         'File type = "ooTextFile"',
         'Object class = "TextGrid"',
@@ -117,7 +121,8 @@ def ctm_text(utterance_id: str, alignment: Alignment, channel: int = 1) -> str:
     if any(char.isspace() for char in utterance_id):
         raise ValueError(f"utterance id {utterance_id!r} contains whitespace; CTM splits on it")
     alignment.require_seconds("a CTM file")
-    lines = []
+    lines = [f";; {utterance_id} warning: {' '.join(warning.split())}\n"
+             for warning in alignment.warnings]
     for word in alignment.words:
         if any(char.isspace() for char in word.text):
             raise ValueError(

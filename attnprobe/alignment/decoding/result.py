@@ -112,6 +112,8 @@ class Alignment:
         scores: ``(labels, frames)`` the matrix the aligner worked on, or ``None``.
         path_score: the aligner's objective along its path (summed log score for Viterbi and CTC,
             summed cost for DTW), or ``None`` where the method has none.
+        warnings: why these times may mean nothing (no speech in the audio, a transcript the
+            model finds very unlikely), one line each; every export carries them.
     """
 
     labels: list[LabelSpan]
@@ -123,6 +125,7 @@ class Alignment:
     path: np.ndarray | None = field(default=None, repr=False)
     scores: np.ndarray | None = field(default=None, repr=False)
     path_score: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def in_seconds(self) -> bool:
@@ -163,6 +166,7 @@ class Alignment:
             "labels": [label.to_dict() for label in self.labels],
             "words": [word.to_dict() for word in self.words],
             "path": None if self.path is None else self.path.tolist(),
+            "warnings": list(self.warnings),
         }
         if include_scores:
             result["scores"] = None if self.scores is None else self.scores.tolist()
@@ -186,6 +190,7 @@ class Alignment:
         rows += [
             f"  {word.text:<{width}}  {word.start_s:8.3f}  {word.end_s:8.3f}" for word in self.words
         ]
+        rows += [f"  warning: {warning}" for warning in self.warnings]
         return "\n".join(rows)
 
     def _frame_summary(self) -> str:
