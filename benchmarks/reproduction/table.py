@@ -208,6 +208,13 @@ def block_figure(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def tables(runs: list[dict[str, Any]]) -> str:
+    """The run table, the group table and the branch-dominance table, as printed (and as pasted
+    into ``docs/reproduction.md``, which ``tests/test_docs_tables.py`` checks)."""
+    dominance = dominance_table(runs)
+    return markdown(runs) + ("\n\n" + dominance if dominance else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Results table and figure of the sweep.")
     parser.add_argument("--runs-dir", action="append", type=Path,
@@ -222,10 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     if not runs:
         raise SystemExit(f"no finished runs under {', '.join(map(str, folders))}; run the sweep "
                          f"first")
-    print(markdown(runs))
-    dominance = dominance_table(runs)
-    if dominance:
-        print("\n" + dominance)
+    print(tables(runs))
     if arguments.figure is not None:
         figure(runs, arguments.figure)
         print(f"\nfigure: {arguments.figure}")
