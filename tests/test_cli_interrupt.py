@@ -37,12 +37,18 @@ def one_thread(capsys: pytest.CaptureFixture[str], *arguments: object):
         torch.set_num_threads(threads)
 
 
+def _default_sigint() -> None:
+    # A shell starts background jobs with SIGINT ignored, and the child would inherit that (and
+    # Python then installs no KeyboardInterrupt handler): give it the default, as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupted_run(arguments: list[object], out: Path, after: int) -> subprocess.CompletedProcess:
     """The command in a process of its own, sent SIGINT once ``after`` files are finished."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen([sys.executable, "-m", "attnprobe", *map(str, arguments)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env=environment, cwd=REPO)
+                               env=environment, cwd=REPO, preexec_fn=_default_sigint)
     outcomes = out / ".attnprobe" / "outcomes"
     # Generous: on a loaded machine, starting Python, torch and the model alone can take a minute.
     deadline = time.monotonic() + 300
