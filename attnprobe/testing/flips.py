@@ -108,17 +108,25 @@ class PlantedReversal:
         """The block where time turned, or ``None``: the rule on :meth:`ideal_scores`."""
         return turning_block(self.ideal_scores(), self.blocks, threshold)
 
-    def margin(self) -> float:
+    def margin(self, threshold: float = REVERSAL_THRESHOLD) -> float:
         """How clear the planting is: for mixtures, the smallest ``|log ratio|`` (branch) or
-        ``|share - 1/2|`` (channels) over planted blocks; for partial reversals, the smallest
-        distance of a planted score from the rule's decision points (0 and +-threshold)."""
+        ``|share - 1/2|`` (channels) over planted blocks; for partial reversals, in score units,
+        the smaller of the planted scores' distance from ``+-threshold`` and half the gap between
+        the largest and the next largest fall the rule compares (step 3)."""
         if self.kind == "branch":
             return min(abs(math.log(max(value, 1e-12))) for value in self.ratios.values())
         if self.kind == "channels":
             return min(abs(value - 0.5) for value in self.shares.values())
-        points = (-REVERSAL_THRESHOLD, 0.0, REVERSAL_THRESHOLD)
-        return min(abs(score - point) for score in self.planted_scores().values()
-                   for point in points)
+        planted = self.planted_scores()
+        margin = min(abs(abs(score) - threshold) for score in planted.values())
+        scores = self.ideal_scores()
+        start = len(scores)
+        while start > 0 and scores[start - 1] < threshold:
+            start -= 1
+        falls = sorted((np.concatenate([[1.0], scores[:-1]]) - scores)[start:], reverse=True)
+        if len(falls) > 1:
+            margin = min(margin, (falls[0] - falls[1]) / 2)
+        return float(margin)
 
 
 def pair_order(pairs: int) -> np.ndarray:
