@@ -133,3 +133,18 @@ def test_a_branch_that_spreads_its_reversal_is_seen_by_the_energy_not_the_peak()
     assert planted.answer() == report.reversed_at == 1
     assert (report.frame_mapping.scores[1:] < -0.5).all()
     assert (report.frame_mapping.peak_scores()[1:] > 0.0).all()
+
+
+def test_the_evidence_shows_the_planted_branch_outgrowing_its_residual() -> None:
+    """The paper's mechanism as the report's dominance column sees it: at the planted block the
+    self-attention branch is the largest, by about the planted ratio (the probe averages norms
+    over frames before dividing, the planting divides per frame)."""
+    batch = speech_batch([18, 13])
+    with plant_branch_reversal(MODEL.encoder, 2, 4.0) as planted:
+        report = reversal_report(MODEL.encoder, batch, projections=1, max_frames=8)
+    row = report.evidence[2]
+    assert row.branch == "self_attn" and report.reversed_at == 2
+    assert row.branch_ratio is not None
+    assert abs(row.branch_ratio - planted.ratios[2]) <= 0.25 * planted.ratios[2]
+    assert all(other.branch_ratio is not None and other.branch_ratio < 2.0
+               for other in report.evidence if other.block != 2)
