@@ -17,7 +17,7 @@ import numpy as np
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from attnprobe import reversal_report
+from attnprobe import FlipMonitor, reversal_report
 from attnprobe.batch import SpeechBatch
 from attnprobe.probes.verdict import DECIDED_BY_DECODER, DECIDED_BY_FRAME_MAPPING
 from attnprobe.testing import (
@@ -148,3 +148,16 @@ def test_the_evidence_shows_the_planted_branch_outgrowing_its_residual() -> None
     assert abs(row.branch_ratio - planted.ratios[2]) <= 0.25 * planted.ratios[2]
     assert all(other.branch_ratio is not None and other.branch_ratio < 2.0
                for other in report.evidence if other.block != 2)
+
+
+def test_the_monitor_decides_by_the_same_rule_as_the_report() -> None:
+    batch = speech_batch([16, 12], [16, 12])
+    events = []
+    with pin_cross_attention(MODEL, "diagonal"), \
+            plant_branch_reversal(MODEL, 2, 4.0, spread=3) as planted:
+        record = FlipMonitor(MODEL, batch, every=1, on_flip=events.append, projections=1,
+                             max_frames=8).probe(0)
+        report = reversal_report(MODEL, batch, projections=1, max_frames=8)
+    assert record.reversed_at == report.reversed_at == planted.answer() == 2
+    assert record.decided_by == report.decided_by == DECIDED_BY_DECODER
+    assert [event.reversed_at for event in events] == [2]
