@@ -7,7 +7,8 @@ and 4 projections; the block must not depend on any of them.
 
 A run's checkpoint comes from ``checkpoints/<name>`` when it is kept there, else from
 ``runs/<name>`` (retrain it with ``python -m benchmarks.reproduction.train <name>``). The dev batch
-is the first two dev utterances of the run's corpus (the probe of ``evaluate.py``); the shipped
+is the first two dev utterances of the run's corpus (the probe of ``evaluate.py``; spoken again
+from the corpus plan where the corpus is not built); the shipped
 utterance is read as ``attnprobe report`` reads it. The script uses only what every version of
 :func:`attnprobe.reversal_report` has, so the same script run against an earlier checkout of the
 library (``--label before``) gives the localisation before the current rule.
@@ -28,6 +29,7 @@ from attnprobe.audio import SHIPPED_UTTERANCE, read_audio
 from attnprobe.batch import SpeechBatch
 from attnprobe.loading import load_model
 from attnprobe.probes import reversal_report
+from benchmarks.corpus.training_set import INDEX_NAME, TrainingSplit, first_utterances
 
 from .data import collate, fixed_examples, load_split
 from .train import load_checkpoint
@@ -54,11 +56,34 @@ def inputs(folder: Path) -> dict[str, tuple[torch.nn.Module, SpeechBatch]]:
     loaded = load_model(str(folder))
     audio = read_audio(SHIPPED_UTTERANCE).at_rate(loaded.sample_rate)
     shipped = loaded.batch(audio.samples, loaded.transcript(SHIPPED_TEXT))
-    checkpoint = sorted(folder.glob("step-*.pt")) or sorted((folder / "checkpoints").glob("step-*.pt"))
-    model, _ = load_checkpoint(checkpoint[-1])
-    corpus = json.loads((folder / "config.json").read_text())["corpus"]
-    dev = collate(fixed_examples(load_split(corpus, "dev"), DEV_EXAMPLES))
+    checkpoint = last_checkpoint(folder)
+    model, _ = load_checkpoint(checkpoint)
+    dev = collate(fixed_examples(dev_split(folder, checkpoint), DEV_EXAMPLES))
     return {"shipped utterance": (loaded.model, shipped), "dev batch": (model, dev)}
+
+
+def last_checkpoint(folder: Path) -> Path:
+    """The run's last ``step-*.pt`` (in the folder itself, or in its ``checkpoints/``)."""
+    found = sorted(folder.glob("step-*.pt")) or sorted((folder / "checkpoints").glob("step-*.pt"))
+    if not found:
+        raise FileNotFoundError(f"{folder} holds no step-*.pt checkpoint")
+    return found[-1]
+
+
+def dev_split(folder: Path, checkpoint: Path) -> TrainingSplit:
+    """The dev utterances the run's probe batch is made of, standardised as in training: from
+    the built corpus when it is here, else the first :data:`DEV_EXAMPLES` spoken again from the
+    recipe's corpus plan (the same audio; no 4200-utterance corpus needed)."""
+    config = json.loads((folder / "config.json").read_text())
+    corpus = config.get("corpus")
+    if corpus and (Path(corpus) / INDEX_NAME).is_file():
+        return load_split(corpus, "dev")
+    spec = config["experiment"]["recipe"]["corpus"]
+    saved = torch.load(checkpoint, weights_only=True)
+    mean, std = saved.get("feature_mean"), saved.get("feature_std")
+    return first_utterances("dev", DEV_EXAMPLES, spec["n_train"], spec["n_dev"], seed=spec["seed"],
+                            mean=None if mean is None else torch.tensor(mean),
+                            std=None if std is None else torch.tensor(std))
 
 
 def summarise(report: Any) -> dict[str, Any]:
