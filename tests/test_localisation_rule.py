@@ -12,11 +12,13 @@ from attnprobe.probes import CrossAttentionMonotonicity, FrameMapping, GradientM
 from attnprobe.probes.verdict import (
     DECIDED_BY_DECODER,
     DECIDED_BY_FRAME_MAPPING,
+    DECIDED_BY_NOTHING,
     REVERSAL_THRESHOLD,
     SIGNIFICANCE,
     chance_level,
     combined_verdict,
     localise,
+    localise_together,
     turning_block,
 )
 
@@ -137,3 +139,46 @@ def test_without_decoder_probes_the_frame_mapping_decides() -> None:
     report = report_from_scores([1.0, 1.0, -1.0], None, None)
     assert (report.reversed_at, report.decided_by) == (2, DECIDED_BY_FRAME_MAPPING)
     assert report.decided_because == "no decoder probes ran"
+
+
+def evidence(report: ReversalReport) -> tuple:
+    return report.frame_mapping, report.gradient_maps, report.cross_attention
+
+
+@settings(max_examples=40, deadline=None)
+@given(batches=st.lists(st.tuples(st.lists(st.floats(-1, 1), min_size=3, max_size=3),
+                                  st.lists(st.floats(-1, 1), min_size=4, max_size=4),
+                                  st.sampled_from([-0.9, 0.1])), min_size=1, max_size=4))
+def test_several_batches_are_localised_by_the_rule_on_their_mean_scores(batches: list) -> None:
+    """A checkpoint scan's rule: the decoder decides only when it reads in order on every batch;
+    the block is where the mean of the deciding probe's scores turns; one batch is
+    :func:`localise` itself."""
+    reports = [report_from_scores(mapping, maps, cross) for mapping, maps, cross in batches]
+    decisions = [report.localisation for report in reports]
+    together = localise_together([evidence(report) for report in reports])
+    by_decoder = all(item.decided_by == DECIDED_BY_DECODER for item in decisions)
+    assert together.decided_by == (DECIDED_BY_DECODER if by_decoder else DECIDED_BY_FRAME_MAPPING)
+    if by_decoder:
+        scores = np.mean([item.scores for item in decisions], axis=0)
+        start = float(np.mean([item.input_score for item in decisions]))
+    else:
+        scores, start = np.mean([report.frame_mapping.scores for report in reports], axis=0), 1.0
+    assert together.reversed_at == turning_block(scores, [0, 1, 2], TAU, start)
+    if len(reports) == 1:
+        assert (together.reversed_at, together.decided_by) == (decisions[0].reversed_at,
+                                                               decisions[0].decided_by)
+
+
+def test_no_probe_that_decides_leaves_the_verdict_undetermined() -> None:
+    """A runner without gradients gives no frame mapping; without an aligned decoder nothing
+    decides, and the report says undetermined rather than "not reversed"."""
+    report = report_from_scores([1.0, 1.0, -1.0], [0.9, 0.9, 0.9, 0.9], 0.1)
+    report.frame_mapping = None
+    assert (report.reversed_at, report.decided_by) == (None, DECIDED_BY_NOTHING)
+    assert report.verdict == "undetermined"
+    assert report.evidence[0].frame_mapping is None and len(report.evidence) == 3
+    assert "no probe decided" in report.summary()
+    aligned = report_from_scores([1.0, 1.0, 1.0], [0.9, 0.9, -0.9, -0.9], -0.9)
+    aligned.frame_mapping = None
+    assert (aligned.reversed_at, aligned.decided_by) == (1, DECIDED_BY_DECODER)
+    assert localise_together([evidence(report)]).decided_by == DECIDED_BY_NOTHING

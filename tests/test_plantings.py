@@ -183,3 +183,32 @@ def test_pinned_cross_attention_reads_the_diagonal_and_is_restored() -> None:
     peaks = output.cross_attention[0, :7].argmax(-1).tolist()
     assert peaks == sorted(peaks) and peaks[0] == 0 and peaks[-1] == 9
     assert model.decoder.cross_attn.hard_center_weight == 0.0
+
+
+@settings(max_examples=8, deadline=None)
+@given(channels=st.integers(1, 15), seed=st.integers(0, 50))
+def test_a_decoder_pinned_to_a_subspace_reads_only_those_channels(channels: int, seed: int) -> None:
+    """With ``channels=k`` the decoder's output is the same whatever the encoder output holds in
+    channels ``k ..``, and changes with channel ``k - 1``; nothing is left behind."""
+    model = conformer_aed(blocks=1)
+    batch = speech_batch([9, 6], [5, 3], seed=seed)
+    hooks = all_hooks(model)
+    encoder_out = torch.randn(2, 9, model.config.d_model,
+                              generator=torch.Generator().manual_seed(seed))
+    previous = torch.cat([torch.ones_like(batch.labels[:, :1]), batch.labels], dim=1)
+
+    def logits(values: torch.Tensor) -> torch.Tensor:
+        return model.decoder(values, torch.tensor([9, 6]), previous).logits
+
+    with pin_cross_attention(model, "diagonal", channels=channels), torch.no_grad():
+        unread = encoder_out.clone()
+        unread[..., channels:] = torch.randn_like(unread[..., channels:])
+        read = encoder_out.clone()
+        read[..., channels - 1] += 1.0
+        assert torch.equal(logits(unread), logits(encoder_out))
+        assert not torch.allclose(logits(read), logits(encoder_out))
+    assert all_hooks(model) == hooks
+    assert model.decoder.cross_attn.hard_center_weight == 0.0
+    with pytest.raises(ValueError, match="channels"):
+        with pin_cross_attention(model, "diagonal", channels=0):
+            pass

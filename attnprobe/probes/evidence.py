@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .verdict import DECIDED_BY_DECODER, DECIDED_BY_FRAME_MAPPING
+
 if TYPE_CHECKING:
     from .report import ReversalReport
 
@@ -42,8 +44,11 @@ class BlockEvidence:
 
 
 def block_evidence(report: ReversalReport) -> list[BlockEvidence]:
-    """One :class:`BlockEvidence` per block of the frame mapping (every encoder block probed)."""
+    """One :class:`BlockEvidence` per encoder block a probe scored (the frame mapping's blocks,
+    or where it could not run, the other probes')."""
     mapping = report.frame_mapping
+    framed = {} if mapping is None else \
+        {layer: float(score) for layer, score in zip(mapping.layers, mapping.scores)}
     gradient: dict[int, float] = {}
     if report.gradient_maps is not None:
         layers, scores, _ = report.gradient_maps.oriented_scores()
@@ -52,8 +57,10 @@ def block_evidence(report: ReversalReport) -> list[BlockEvidence]:
     if report.diagonality is not None:
         attention = {layer: float(score) for layer, score in
                      zip(report.diagonality.layers, report.diagonality.layer_scores)}
+    dominance_layers = [] if report.dominance is None else list(report.dominance.layers)
+    blocks = sorted(framed) if framed else sorted({*gradient, *attention, *dominance_layers})
     rows = []
-    for layer, score in zip(mapping.layers, mapping.scores):
+    for layer in blocks:
         branch = ratio = survival = None
         dominance = report.dominance
         if dominance is not None and layer in dominance.layers:
@@ -62,7 +69,7 @@ def block_evidence(report: ReversalReport) -> list[BlockEvidence]:
             largest = int(ratios.argmax())
             branch, ratio = dominance.branches[largest], float(dominance.ratio[row][largest])
             survival = float(dominance.mean_survival[row])
-        rows.append(BlockEvidence(layer, float(score), gradient.get(layer),
+        rows.append(BlockEvidence(layer, framed.get(layer), gradient.get(layer),
                                   _finite(attention.get(layer)), branch, ratio, survival))
     return rows
 
@@ -79,9 +86,10 @@ def evidence_table(report: ReversalReport) -> list[str]:
     rule names."""
     rows = block_evidence(report)
     decided = report.localisation
-    frame_decides = decided.decided_by.startswith("frame")
+    frame_decides = decided.decided_by == DECIDED_BY_FRAME_MAPPING
+    decoder_decides = decided.decided_by == DECIDED_BY_DECODER
     header = ["block", "frame map" + ("*" if frame_decides else ""),
-              "gradient map" + ("" if frame_decides else "*"), "self-attn", "survival",
+              "gradient map" + ("*" if decoder_decides else ""), "self-attn", "survival",
               "largest branch / residual"]
     widths = [6, 11, 13, 10, 9]
     lines = ["per block (+1 time order kept, -1 reversed; * decides, < the block it names):",
@@ -89,7 +97,8 @@ def evidence_table(report: ReversalReport) -> list[str]:
              + f"  {header[-1]}"]
     first = input_gradient_map(report)
     if first is not None:
-        lines.append("  " + f"{'input':>6}{'+1.00':>11}{first:>+13.2f}")
+        framed = "-" if report.frame_mapping is None else "+1.00"
+        lines.append("  " + f"{'input':>6}{framed:>11}{first:>+13.2f}")
     for row in rows:
         cells = [f"{row.block:>6}", _number(row.frame_mapping, 11), _number(row.gradient_map, 13),
                  _number(row.self_attention, 10), _number(row.survival, 9, signed=False)]

@@ -24,6 +24,7 @@ Usage::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -32,6 +33,7 @@ from torch import nn
 
 from attnprobe.adapters import resolve_adapter
 from attnprobe.batch import BatchForm, as_speech_batch
+from attnprobe.errors import CapabilityError, InputError
 from attnprobe.vjp import require_grad_mode
 
 from .cross_attention import CrossAttentionMonotonicity
@@ -41,10 +43,11 @@ from .evidence import BlockEvidence, block_evidence, evidence_table
 from .frame_mapping import FrameMapping, frame_mapping
 from .gradient_maps import GradientMaps, gradient_maps
 from .result import ProbeResult
-from .streaming import streaming_probes
+from .streaming import StreamingResults, streaming_probes
 from .verdict import (
     DECIDED_BY_DECODER,
     DECIDED_BY_FRAME_MAPPING,
+    DECIDED_BY_NOTHING,
     REVERSAL_THRESHOLD,
     Localisation,
     combined_verdict,  # noqa: F401  (imported from here by callers of the earlier rule)
@@ -56,6 +59,14 @@ DEFAULT_MAX_FRAMES = 48
 """Output frames per sequence the report's frame mapping probes (evenly spaced)."""
 
 
+PROBE_NAMES = {"frame_mapping": "frame mapping", "gradient_maps": "gradient maps",
+               "cross_attention": "cross-attention monotonicity",
+               "diagonality": "self-attention diagonality", "dominance": "branch dominance"}
+"""The report's probes, by field name."""
+
+UNDETERMINED = "undetermined"
+
+
 @dataclass(repr=False)
 class ReversalReport(ProbeResult):
     """The verdict and the evidence behind it.
@@ -64,21 +75,30 @@ class ReversalReport(ProbeResult):
         family: the adapter family that ran the model.
         frame_mapping: decides the verdict unless the decoder reads the encoder output in an
             order; then the gradient maps decide (:attr:`decided_by`, :attr:`localisation`).
+            ``None`` where it could not run (the verdict is then the decoder probes' or
+            undetermined).
         gradient_maps / cross_attention: ``None`` without a decoder or without labels.
         diagonality / dominance: ``None`` where the adapter exposes no such sites.
         notes: what agrees, what does not, and what could not be measured (and why).
+        unavailable: per probe that did not run (field name), why not (also in ``notes``).
     """
 
     family: str
-    frame_mapping: FrameMapping
+    frame_mapping: FrameMapping | None
     gradient_maps: GradientMaps | None = None
     cross_attention: CrossAttentionMonotonicity | None = None
     diagonality: SelfAttentionDiagonality | None = None
     dominance: BranchDominance | None = None
     notes: list[str] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     derived: ClassVar[tuple[str, ...]] = ("verdict", "reversed", "reversed_at", "decided_by",
-                                          "decided_because", "evidence")
+                                          "decided_because", "evidence", "ran")
+
+    @property
+    def ran(self) -> list[str]:
+        """The probes that ran (field names), in report order."""
+        return [name for name in PROBE_NAMES if getattr(self, name) is not None]
 
     @property
     def localisation(self) -> Localisation:
@@ -88,7 +108,8 @@ class ReversalReport(ProbeResult):
     @property
     def decided_by(self) -> str:
         """``"frame mapping"``, or ``"gradient maps and cross-attention"`` when the decoder reads
-        the encoder output in an order and its label evidence decides."""
+        the encoder output in an order and its label evidence decides; ``"nothing ..."`` when
+        neither could run."""
         return self.localisation.decided_by
 
     @property
@@ -113,13 +134,19 @@ class ReversalReport(ProbeResult):
 
     @property
     def verdict(self) -> str:
-        """``"not reversed"`` or ``"reversed at block <k>"``."""
-        return "not reversed" if self.reversed_at is None else f"reversed at block {self.reversed_at}"
+        """``"not reversed"``, ``"reversed at block <k>"``, or ``"undetermined"`` when no probe
+        that decides could run (:attr:`unavailable` says why)."""
+        if self.reversed_at is not None:
+            return f"reversed at block {self.reversed_at}"
+        return UNDETERMINED if self.decided_by == DECIDED_BY_NOTHING else "not reversed"
 
     def summary(self) -> str:
+        decided = "  no probe decided" if self.decided_by == DECIDED_BY_NOTHING else \
+            f"  decided by the {self.decided_by}"
         lines = [f"reversal report ({self.family}): {self.verdict.upper()}",
-                 f"  decided by the {self.decided_by}: {self.decided_because}"]
+                 f"{decided}: {self.decided_because}"]
         lines += [f"  - {note}" for note in self.notes]
+        lines.append(f"  probes run: {', '.join(PROBE_NAMES[name] for name in self.ran) or 'none'}")
         lines += [""] + evidence_table(self)
         for result in (self.frame_mapping, self.gradient_maps, self.cross_attention,
                        self.diagonality, self.dominance):
@@ -138,7 +165,9 @@ def reversal_report(model: nn.Module, batch: BatchForm, *,
 
     The model runs in eval mode (each submodule's training flag is restored afterwards): one
     streaming pass for the attention and dominance probes, one pass per encoder block for the
-    frame mapping, and one teacher-forced pass for the gradient maps.
+    frame mapping, and one teacher-forced pass for the gradient maps. A probe the model, its
+    runner or the batch cannot support does not fail the report: it is left out, and
+    :attr:`ReversalReport.unavailable` says why.
 
     Args:
         model: any model whose runner implements ``run`` (and ``label_log_probs`` for gradient
@@ -162,36 +191,83 @@ def reversal_report(model: nn.Module, batch: BatchForm, *,
     Raises:
         GradientUnavailableError: under ``torch.inference_mode()`` (the frame mapping needs
             gradients; ``torch.no_grad()`` is fine).
-        CapabilityError: the adapter cannot run the model by itself.
-        InputError: a sequence has fewer than 4 encoder frames (or labels).
+        CapabilityError: no probe could run at all (the runner cannot run the model: pass
+            ``runner=``).
+        InputError: a sequence has fewer than 4 encoder frames.
     """
     require_grad_mode("reversal_report")
     batch = as_speech_batch(batch)
-    adapter = resolve_adapter(model, adapter, runner)
-    streamed = streaming_probes(model, batch, threshold=threshold, max_offset=max_offset,
-                                adapter=adapter)
-    mapping = frame_mapping(model, batch, projections=projections, chunk_size=chunk_size,
-                            max_frames=max_frames, seed=seed, threshold=threshold, adapter=adapter)
+    adapter = resolve_adapter(model, adapter, runner, example=batch)
+    unavailable: dict[str, str] = {}
+    streamed = _attempt(lambda: streaming_probes(model, batch, threshold=threshold,
+                                                 max_offset=max_offset, adapter=adapter),
+                        "streaming", unavailable, inputs_too=True)
+    if streamed is None and batch.labels is not None:
+        # The labels may be what the cross-attention probe cannot use (too few): the encoder's
+        # probes still run without them.
+        reason = unavailable.pop("streaming")
+        streamed = _attempt(lambda: streaming_probes(model, batch.without_labels(),
+                                                     threshold=threshold, max_offset=max_offset,
+                                                     adapter=adapter),
+                            "streaming", unavailable, inputs_too=True)
+        if streamed is not None:
+            streamed.unavailable["cross_attention"] = reason
+    mapping = _attempt(lambda: frame_mapping(model, batch, projections=projections,
+                                             chunk_size=chunk_size, max_frames=max_frames,
+                                             seed=seed, threshold=threshold, adapter=adapter),
+                       "frame_mapping", unavailable)
+    if mapping is None and streamed is None:
+        raise CapabilityError(f"no reversal probe could run on {type(model).__name__}: "
+                              f"{unavailable['frame_mapping']}")
     maps = None
-    if with_gradient_maps and adapter.site_map.has_decoder and batch.labels is not None:
-        maps = gradient_maps(model, batch, chunk_size=chunk_size, threshold=threshold,
-                             adapter=adapter)
+    if not with_gradient_maps:
+        unavailable["gradient_maps"] = "not asked for (with_gradient_maps=False)"
+    elif not adapter.site_map.has_decoder:
+        unavailable["gradient_maps"] = "the model has no attention decoder"
+    elif batch.labels is None:
+        unavailable["gradient_maps"] = "the batch has no labels to teacher-force the decoder with"
+    else:
+        maps = _attempt(lambda: gradient_maps(model, batch, chunk_size=chunk_size,
+                                              threshold=threshold, adapter=adapter),
+                        "gradient_maps", unavailable, inputs_too=True)
+    if streamed is None:
+        reason = unavailable.pop("streaming")
+        streamed = StreamingResults(None, None, None, {name: reason for name in
+                                                       ("cross_attention", "diagonality",
+                                                        "dominance")})
+    unavailable.update(streamed.unavailable)
     report = ReversalReport(adapter.family, mapping, maps, streamed.cross_attention,
                             streamed.diagonality, streamed.dominance)
-    report.notes = _evidence(report) + [f"no {name.replace('_', ' ')}: {reason}"
-                                        for name, reason in streamed.unavailable.items()]
+    report.unavailable = {name: unavailable[name] for name in PROBE_NAMES if name in unavailable}
+    report.notes = _evidence(report) + [f"no {PROBE_NAMES[name]}: {reason}"
+                                        for name, reason in report.unavailable.items()]
     return report
 
 
+def _attempt(probe: Callable[[], Any], name: str, unavailable: dict[str, str],
+             inputs_too: bool = False) -> Any:
+    """``probe()``, or ``None`` with the reason in ``unavailable[name]`` when the model or its
+    runner cannot do it (and, for the probes that do not decide, when the batch does not fit)."""
+    expected: tuple[type[Exception], ...] = (CapabilityError,)
+    if inputs_too:
+        expected += (InputError,)
+    try:
+        return probe()
+    except expected as error:
+        unavailable[name] = str(error)
+        return None
+
+
 def _evidence(report: ReversalReport) -> list[str]:
-    """One line per probe: what it says by the rule's steps 2 and 3 on its own scores, and
-    whether that agrees with the verdict."""
+    """One line per probe that ran: what it says by the rule's steps 2 and 3 on its own scores,
+    and whether that agrees with the verdict."""
     notes = []
     block = report.reversed_at
     decided_by = report.decided_by
     mapping = report.frame_mapping
-    notes.append(f"frame mapping: {mapping.verdict}; last block {mapping.scores[-1]:+.2f} "
-                 f"({_role(decided_by == DECIDED_BY_FRAME_MAPPING, mapping.reversed_at, block)})")
+    if mapping is not None:
+        notes.append(f"frame mapping: {mapping.verdict}; last block {mapping.scores[-1]:+.2f} "
+                     f"({_role(decided_by == DECIDED_BY_FRAME_MAPPING, mapping.reversed_at, block)})")
     if report.gradient_maps is not None:
         maps = report.gradient_maps
         layers, scores, input_score = maps.oriented_scores()

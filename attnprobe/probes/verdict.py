@@ -16,7 +16,9 @@ reversed). :func:`localise` is the rule of :func:`attnprobe.reversal_report` and
    downstream reads: a block whose self-attention branch brings in the reversed sequence still
    carries the unreversed one on its residual path, and when the decoder reads only the reversed
    copy, only the label evidence says so (``docs/reproduction.md``). Without an aligned decoder
-   the label evidence is noise and the frame mapping is all there is.
+   the label evidence is noise and the frame mapping is all there is; where the frame mapping
+   cannot run either (a runner without gradients), nothing decides and the verdict is
+   undetermined.
 2. **Whether it reversed.** The deciding probe's last block scores at or below ``-threshold``,
    relative to the order of the encoder input (the frame mapping's input is its own +1; the
    gradient maps' is ``G_0``, whose sign is taken as the input order when ``G_0`` is monotone,
@@ -58,6 +60,7 @@ evidence decides; with 4 labels per sequence no decoder reaches it, with 50 any 
 
 DECIDED_BY_FRAME_MAPPING = "frame mapping"
 DECIDED_BY_DECODER = "gradient maps and cross-attention"
+DECIDED_BY_NOTHING = "nothing (no probe that decides could run)"
 
 
 def turning_block(scores: Sequence[float] | np.ndarray, layers: Sequence[int], threshold: float,
@@ -94,7 +97,8 @@ class Localisation:
 
     Attributes:
         reversed_at: the encoder block where time turned, or ``None``.
-        decided_by: :data:`DECIDED_BY_FRAME_MAPPING` or :data:`DECIDED_BY_DECODER`.
+        decided_by: :data:`DECIDED_BY_FRAME_MAPPING`, :data:`DECIDED_BY_DECODER`, or
+            :data:`DECIDED_BY_NOTHING` (neither could run).
         reason: one sentence: why that probe decided.
         layers: block indices of :attr:`scores`.
         scores: ``(blocks,)`` the deciding probe's scores, oriented to the input's order.
@@ -128,18 +132,23 @@ def chance_level(label_counts: Sequence[int]) -> float:
     return math.sqrt(sum(1.0 / (count - 1) for count in counts)) / max(len(counts), 1)
 
 
-def localise(mapping: FrameMapping, maps: GradientMaps | None,
+def localise(mapping: FrameMapping | None, maps: GradientMaps | None,
              cross: CrossAttentionMonotonicity | None,
              threshold: float | None = None) -> Localisation:
     """The rule (module docstring) on the report's probes.
 
     Args:
-        mapping: always there (every family with an encoder).
+        mapping: ``None`` where the frame mapping could not run (the runner cannot give it
+            gradients); then only an aligned decoder decides, and without one nothing does
+            (:data:`DECIDED_BY_NOTHING`).
         maps: ``None`` without a decoder, labels, or when they were not asked for.
         cross: ``None`` without a decoder or labels.
-        threshold: default: the frame mapping's.
+        threshold: default: the frame mapping's (else the gradient maps', else
+            :data:`REVERSAL_THRESHOLD`).
     """
-    threshold = mapping.threshold if threshold is None else threshold
+    if threshold is None:
+        source = mapping if mapping is not None else maps
+        threshold = REVERSAL_THRESHOLD if source is None else source.threshold
     if decoder_reads_in_order(maps, cross, threshold):
         assert maps is not None and cross is not None
         layers, scores, input_score = maps.oriented_scores()
@@ -157,12 +166,48 @@ def localise(mapping: FrameMapping, maps: GradientMaps | None,
         reason = (f"the decoder does not read the encoder output in an order (cross-attention "
                   f"{cross.overall:+.2f}, gradient map of the last block {maps.scores[-1]:+.2f}), "
                   f"so its label evidence says nothing about time")
+    if mapping is None:
+        return Localisation(None, DECIDED_BY_NOTHING, f"{reason}, and the frame mapping could not "
+                            f"run", (), (), 1.0)
     return Localisation(turning_block(mapping.scores, mapping.layers, threshold),
                         DECIDED_BY_FRAME_MAPPING, reason, tuple(mapping.layers),
                         tuple(float(score) for score in mapping.scores), 1.0)
 
 
-def combined_verdict(mapping: FrameMapping, maps: GradientMaps | None,
+def localise_together(probes: Sequence[tuple[FrameMapping | None, GradientMaps | None,
+                                             CrossAttentionMonotonicity | None]],
+                      threshold: float = REVERSAL_THRESHOLD) -> Localisation:
+    """The rule over several probe batches of one model (a checkpoint scan's utterances): step 1
+    on each, and the gradient maps decide when the decoder reads in order on every one, else the
+    frame mapping; steps 2 and 3 on the mean of the deciding probe's scores over the batches.
+
+    Args:
+        probes: per batch, ``(frame mapping, gradient maps, cross-attention)`` of the same model
+            (the same blocks), as :func:`localise` takes them.
+        threshold: as in :func:`localise`.
+    """
+    decisions = [localise(mapping, maps, cross, threshold) for mapping, maps, cross in probes]
+    if decisions and all(item.decided_by == DECIDED_BY_DECODER for item in decisions):
+        chosen, decided_by = decisions, DECIDED_BY_DECODER
+        reason = f"the decoder reads the encoder output in an order on all {len(decisions)} batches"
+    else:
+        chosen = [item for item in decisions if item.decided_by == DECIDED_BY_FRAME_MAPPING]
+        chosen += [localise(mapping, None, None, threshold) for (mapping, _, _), item
+                   in zip(probes, decisions)
+                   if item.decided_by == DECIDED_BY_DECODER and mapping is not None]
+        decided_by = DECIDED_BY_FRAME_MAPPING
+        reason = "the decoder does not read the encoder output in an order on every batch"
+        if not chosen:
+            return Localisation(None, DECIDED_BY_NOTHING, "no batch had a probe that decides",
+                                (), (), 1.0)
+    layers = chosen[0].layers
+    scores = np.mean([item.scores for item in chosen], axis=0)
+    input_score = float(np.mean([item.input_score for item in chosen]))
+    return Localisation(turning_block(scores, layers, threshold, input_score), decided_by,
+                        reason, layers, tuple(float(score) for score in scores), input_score)
+
+
+def combined_verdict(mapping: FrameMapping | None, maps: GradientMaps | None,
                      cross: CrossAttentionMonotonicity | None) -> tuple[int | None, str]:
     """``(reversed_at, decided_by)`` of :func:`localise`."""
     decided = localise(mapping, maps, cross)

@@ -29,6 +29,7 @@ from attnprobe.loading import LoadedModel, Transcript
 
 from .text import format_table
 from .utterance import aligned_words, check_transcript_fits, errors_against_reference
+from .warnings import answer_warnings
 
 METHODS = ("gradient", "cross-attention", "ctc")
 FORMATS = ("table", "json", "textgrid", "ctm")
@@ -75,7 +76,10 @@ def align_item(loaded: LoadedModel, item: InputItem, method: str = "gradient",
     transcript = loaded.transcript(item.text)
     batch = loaded.batch(audio.samples, transcript)
     check_transcript_fits(loaded, batch, audio.duration)
-    return ALIGNERS[method](loaded, batch, transcript, settings), audio.duration
+    alignment = ALIGNERS[method](loaded, batch, transcript, settings)
+    alignment.warnings.extend(warning for warning in answer_warnings(loaded, audio, batch)
+                              if warning not in alignment.warnings)
+    return alignment, audio.duration
 
 
 def render(alignment: Alignment, item: InputItem, duration: float, output_format: str,
@@ -101,4 +105,5 @@ def render(alignment: Alignment, item: InputItem, duration: float, output_format
     if errors is not None:
         lines.append(errors.summary())
     lines += [f"note: {note}" for note in notes]
+    lines += [f"warning: {warning}" for warning in alignment.warnings]
     return "\n".join(lines) + "\n"

@@ -266,7 +266,7 @@ def align_score_matrix_batch(
     scores: torch.Tensor | np.ndarray,
     tokens: Sequence[Sequence[str]],
     *,
-    frame_shift_s: float,
+    frame_shift_s: float | None,
     subsampling: int = 1,
     label_lengths: torch.Tensor | Sequence[int] | None = None,
     frame_lengths: torch.Tensor | Sequence[int] | None = None,
@@ -275,7 +275,9 @@ def align_score_matrix_batch(
 ) -> list[Alignment]:
     """:func:`align_score_matrix` for a padded batch ``(batch, labels, frames)``.
 
-    ``tokens[i]`` holds the ``label_lengths[i]`` token strings of item ``i``.
+    ``tokens[i]`` holds the ``label_lengths[i]`` token strings of item ``i``. With
+    ``frame_shift_s=None`` (unknown) the alignments are in frames and gaps are not closed (their
+    length in seconds is unknown).
     """
     scores = torch.as_tensor(scores)
     label_lengths = checked_lengths(label_lengths, scores.shape[0], scores.shape[1],
@@ -312,7 +314,7 @@ def align_score_matrix_batch(
             scores=log_scores[item, :num_labels, :num_frames].cpu().numpy(),
             path_score=path.path_score,
         )
-        if settings.max_gap_s > 0:
+        if settings.max_gap_s > 0 and frame_shift_s is not None:
             alignment = close_word_gaps(alignment, max_gap_s=settings.max_gap_s)
         alignments.append(alignment)
     return alignments
