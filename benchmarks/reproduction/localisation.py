@@ -170,14 +170,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--markdown", type=Path, help="write the table here")
     parser.add_argument("--label", default="the current rule",
                         help="what the library checkout is, for the table's title")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the runs of an existing --json that are not given here "
+                             "(localise runs as they finish training)")
     arguments = parser.parse_args(argv)
     torch.set_num_threads(1)
     results = []
+    if arguments.update and arguments.json and arguments.json.exists():
+        results = [kept for kept in json.loads(arguments.json.read_text())["runs"]
+                   if kept["run"] not in arguments.runs]
     for name in arguments.runs:
         try:
             results.append(localise_run(name, log=lambda line: print(line, flush=True)))
         except FileNotFoundError as error:
             print(error)
+    order = {name: index for index, name in enumerate(INDUCED_RUNS)}
+    results.sort(key=lambda result: order.get(result["run"], len(order)))
     table = markdown(results, arguments.label)
     print(table)
     if arguments.json:
