@@ -19,7 +19,8 @@ was on exit (normal or by exception)::
   paper's: an anti-diagonal branch outgrowing the residual), :func:`plant_channel_reversal`,
   :func:`plant_partial_reversal` (shares of frames, spread over blocks), each with a
   :class:`PlantedReversal` that says what a perfect probe answers;
-- :func:`pin_cross_attention`: a decoder that aligns without training.
+- :func:`pin_cross_attention`: a decoder that aligns without training (``channels=k``: one that
+  reads only a subspace of the encoder output, as a trained one does).
 """
 
 from .decoder import pin_cross_attention
