@@ -16,17 +16,17 @@ Each probe is one :func:`attnprobe.reversal_report` (so the monitor and the repo
 same rule), in eval mode (every submodule's train/eval flag is restored):
 
 - the frame mapping (:func:`attnprobe.probes.frame_mapping`): per encoder block, the Spearman
-  correlation of each output frame with the input frame it depends on most, +1 time-preserving,
-  -1 reversed. It localises the block and decides the flip; it needs gradients (one batched
-  backward per block, with respect to the probe batch's inputs only: parameter ``.grad`` is never
-  touched);
+  correlation of each output frame with the centre of its dependency energy over the input
+  frames, +1 time-preserving, -1 reversed. It decides the flip unless an aligned decoder's label
+  evidence does (below); it needs gradients (one batched backward per block, with respect to the
+  probe batch's inputs only: parameter ``.grad`` is never touched);
 - under ``torch.no_grad`` in one streaming pass: branch dominance (branch / residual norm per block),
   self-attention diagonality per layer and, when the probe batch has labels and the model a decoder,
   cross-attention monotonicity;
 - with labels and a decoder, the gradient maps (:func:`attnprobe.probes.gradient_maps`, one more
-  batched backward): where the frame mapping sees no reversal while the maps of an aligned decoder
-  turn at a block and its cross-attention runs backwards, those decide, as in
-  the report (:func:`attnprobe.probes.verdict.combined_verdict`).
+  batched backward): once the decoder reads the encoder output in an order (its cross-attention
+  and the last block's gradient map monotone the same way, beyond chance), they decide, as in the
+  report: one rule, :func:`attnprobe.probes.verdict.localise`.
 
 Probing draws no random numbers from the global generators and updates no batch-norm statistics,
 so a run with a monitor trains exactly as the same run without one.
@@ -74,9 +74,9 @@ class MonitorRecord:
     Attributes:
         step: the training step it was taken at.
         reversal_scores: per encoder block, the frame-mapping reversal score in [-1, 1].
-        reversed_at: the reversed block by the frame mapping (first block of the final run of
-            reversed blocks) or, where :attr:`decided_by` says so, by the gradient maps; ``None``
-            when not reversed.
+        reversed_at: the block where time turned, by the rule of
+            :func:`attnprobe.probes.verdict.localise` (the frame mapping's scores or, where
+            :attr:`decided_by` says so, the gradient maps'); ``None`` when not reversed.
         dominance_branches: branch names, in block order (``ffn1``, ``self_attn``, ``conv``, ``ffn2``).
         dominance_ratio: ``(blocks, branches)`` branch output norm / residual norm; empty when the
             adapter exposes no branch sites.

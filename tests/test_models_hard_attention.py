@@ -1,5 +1,6 @@
 """Hard cross-attention of attnprobe's Conformer AED: the centre frame (the paper's mitigation), the
-first frame (the paper's explanation of the flip) and the anti-diagonal (a reversal on purpose)."""
+first frame (the paper's explanation of the flip), the anti-diagonal (a reversal on purpose) and
+the diagonal (a decoder that aligns without training, for the probes' tests)."""
 
 from __future__ import annotations
 
@@ -73,12 +74,14 @@ def test_set_training_step_switches_the_mitigations_at_the_configured_steps() ->
 
 
 @settings(max_examples=10, deadline=None)
-@given(lengths=st.lists(st.integers(36, 90), min_size=1, max_size=3), labels_seed=st.integers(0, 99))
-def test_the_reversed_hard_target_runs_the_anti_diagonal(lengths: list[int], labels_seed: int
-                                                         ) -> None:
-    """First label position on the last encoder frame, the end symbol on the first, in between
-    non-increasing and spread over each sequence's own labels and frames."""
-    model = tiny_model(hard_cross_attention_steps=5, hard_cross_attention_target="reversed").eval()
+@given(lengths=st.lists(st.integers(36, 90), min_size=1, max_size=3), labels_seed=st.integers(0, 99),
+       target=st.sampled_from(["reversed", "diagonal"]))
+def test_the_diagonal_hard_targets_run_over_every_label_and_frame(
+        lengths: list[int], labels_seed: int, target: str) -> None:
+    """Reversed: first label position on the last encoder frame, the end symbol on the first, in
+    between non-increasing and spread over each sequence's own labels and frames; diagonal: its
+    mirror image."""
+    model = tiny_model(hard_cross_attention_steps=5, hard_cross_attention_target=target).eval()
     model.set_training_step(0)
     features, feature_lengths = padded_features(lengths)
     generator = torch.Generator().manual_seed(labels_seed)
@@ -91,12 +94,14 @@ def test_the_reversed_hard_target_runs_the_anti_diagonal(lengths: list[int], lab
         assert torch.allclose(weights.sum(-1), torch.ones(count + 1))
         peaks = weights.argmax(-1).tolist()
         assert weights.max(-1).values.eq(1.0).all()
+        if target == "diagonal":
+            peaks = [frames - 1 - peak for peak in peaks]
         assert peaks[0] == frames - 1 and peaks[-1] == 0
         assert peaks == sorted(peaks, reverse=True)
     model.set_training_step(10)
     assert model.decoder.cross_attn.hard_center_weight == 0.0
-    with pytest.raises(ValueError, match="'centre', 'start', 'reversed'"):
-        ConformerAEDConfig.tiny(hard_cross_attention_target="diagonal")
+    with pytest.raises(ValueError, match="'centre', 'start', 'reversed', 'diagonal'"):
+        ConformerAEDConfig.tiny(hard_cross_attention_target="middle")
 
 
 @settings(max_examples=10, deadline=None)

@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -16,9 +15,7 @@ from hypothesis import strategies as st
 import attnprobe
 from attnprobe.models import ConformerAED, ConformerAEDConfig
 from attnprobe.monitor import EncoderFlipWarning, FlipEvent, FlipMonitor
-from attnprobe.probes import frame_mapping, gradient_maps
-from attnprobe.probes.streaming import streaming_probes
-from attnprobe.testing import plant_reversal
+from attnprobe.testing import pin_cross_attention, plant_branch_reversal, plant_reversal
 
 BLOCKS = 3
 FRAMES = 72  # 12 encoder frames after the 6x frontend
@@ -38,6 +35,16 @@ def probe_batch() -> tuple[torch.Tensor, ...]:
     features = torch.randn(2, FRAMES, 80, generator=generator)
     labels = torch.randint(2, 12, (2, 6), generator=generator)
     return features, torch.full((2,), FRAMES), labels, torch.tensor([6, 5])
+
+
+def labelled_batch(labels: int) -> tuple[torch.Tensor, ...]:
+    """Two sequences with one label per encoder frame: enough labels for a decoder's order to be
+    told from chance (the rule's significance test)."""
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(2, 6 * labels, 80, generator=generator)
+    targets = torch.randint(2, 12, (2, labels), generator=generator)
+    return (features, torch.tensor([6 * labels, 6 * labels - 12]), targets,
+            torch.tensor([labels, labels - 2]))
 
 
 def training_batch(step: int) -> tuple[torch.Tensor, ...]:
@@ -192,34 +199,24 @@ def test_a_planted_reversal_is_recorded_at_its_block_as_the_report_says(block: i
     assert record.gradient_map_scores == pytest.approx(report.gradient_maps.scores.tolist())
 
 
-def test_a_reversal_only_the_decoder_probes_see_is_a_flip(monkeypatch) -> None:
-    """A frame mapping that sees nothing, the gradient maps of an aligned decoder turning at block
-    2 and backward cross-attention: the monitor reports a flip at block 2, decided by the decoder."""
-    import attnprobe.probes.report as report_module
-
-    def forward_mapping(*args, **kwargs):
-        result = frame_mapping(*args, **kwargs)
-        result.per_sequence = np.ones_like(result.per_sequence)  # every block forward
-        return result
-
-    def turning_maps(*args, **kwargs):
-        result = gradient_maps(*args, **kwargs)
-        # G_0 forward (an aligned decoder), blocks 0 and 1 forward, block 2 backward
-        result.per_sequence = np.array([[0.9, 0.9, 0.9, -0.9]] * len(result.per_sequence))
-        return result
-
-    def backward_cross_attention(*args, **kwargs):
-        result = streaming_probes(*args, **kwargs)
-        result.cross_attention.per_sequence = -np.ones_like(result.cross_attention.per_sequence)
-        return result
-
-    monkeypatch.setattr(report_module, "frame_mapping", forward_mapping)
-    monkeypatch.setattr(report_module, "gradient_maps", turning_maps)
-    monkeypatch.setattr(report_module, "streaming_probes", backward_cross_attention)
+def test_a_reversal_only_the_decoder_probes_see_is_a_flip() -> None:
+    """The trained case, planted: block 2's self-attention branch reverses a quarter of the
+    channels at 1.5x the residual there, and the decoder (pinned to read the encoder output in
+    order) reads exactly those channels. Over all channels the unreversed residual holds most of
+    the energy, so the frame mapping sees nothing; the decoder's label evidence turns at block 2,
+    and the monitor reports a flip there, decided by the decoder."""
+    model = tiny_model()
+    width = model.config.d_model
+    read = width // 4
+    batch = labelled_batch(labels=20)
     events: list[FlipEvent] = []
-    record = FlipMonitor(tiny_model(), probe_batch(), every=1, on_flip=events.append).probe(0)
+    with pin_cross_attention(model, "diagonal", channels=read), \
+            plant_branch_reversal(model, 2, scale=1.5, fraction=read / width) as planted:
+        record = FlipMonitor(model, batch, every=1, on_flip=events.append).probe(0)
+        alone = FlipMonitor(model, batch, every=1, on_flip=events.append,
+                            with_gradient_maps=False).probe(0)
+    assert planted.answer() is None                      # a reversal in a subspace only
+    assert all(score >= 0.5 for score in record.reversal_scores)
     assert (record.reversed_at, record.decided_by) == (2, "gradient maps and cross-attention")
     assert [event.reversed_at for event in events] == [2]
-    alone = FlipMonitor(tiny_model(), probe_batch(), every=1, on_flip=events.append,
-                        with_gradient_maps=False).probe(0)
     assert alone.reversed_at is None and alone.gradient_map_scores is None

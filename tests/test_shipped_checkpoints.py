@@ -12,6 +12,7 @@ import pytest
 import attnprobe
 from attnprobe.audio import SHIPPED_UTTERANCE, read_audio
 from attnprobe.loading import load_model
+from attnprobe.probes.verdict import DECIDED_BY_DECODER
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 TEXT = json.loads(SHIPPED_UTTERANCE.with_suffix(".json").read_text())["text"]
@@ -34,8 +35,12 @@ def test_the_time_preserving_checkpoint_is_not_reversed(max_frames: int) -> None
 
 
 @pytest.mark.parametrize("max_frames", [16, 48])
-def test_the_induced_reversal_is_reported(max_frames: int) -> None:
+def test_the_induced_reversal_is_reported_at_block_0(max_frames: int) -> None:
+    """The block the rule names, at any number of probed frames: the decoder reads the encoder
+    output in an order, so its gradient maps decide, and they turn at block 0, the block whose
+    self-attention is anti-diagonal (``docs/reproduction.md``, "Where did it turn")."""
     report = report_on_the_shipped_utterance("induced-reversal-seed0", max_frames)
-    assert report.reversed
+    assert (report.reversed_at, report.decided_by) == (0, DECIDED_BY_DECODER)
+    assert report.diagonality is not None and report.diagonality.reversed_at == 0
     # Its decoder was pinned to the anti-diagonal in training: it reads the encoder backwards.
     assert report.cross_attention is not None and report.cross_attention.verdict == "reversed"

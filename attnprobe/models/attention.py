@@ -125,22 +125,32 @@ class AttentionMemory:
         """``(batch, frames)`` one-hot on frame ``round((T - 1) (1 - s / (P - 1)))`` for label
         position ``s = position``: the first label on the last frame, the last on the first.
         Without ``label_positions`` (free decoding), ``P`` is the frame count."""
+        return self._diagonal(position, backwards=True)
+
+    def diagonal(self, position: int) -> torch.Tensor:
+        """``(batch, frames)`` one-hot on frame ``round((T - 1) s / (P - 1))``: the mirror image of
+        :meth:`reversed_diagonal`, a decoder that reads the encoder output in order."""
+        return self._diagonal(position, backwards=False)
+
+    def _diagonal(self, position: int, backwards: bool) -> torch.Tensor:
         lengths = self.valid.sum(-1)
         positions = lengths if self.label_positions is None else self.label_positions
         progress = (position / (positions - 1).clamp(min=1)).clamp(max=1.0)
-        frame = torch.round((lengths - 1) * (1.0 - progress)).long()
+        frame = torch.round((lengths - 1) * (1.0 - progress if backwards else progress)).long()
         return F.one_hot(frame, self.valid.shape[1]).to(self.values.dtype)
 
     def hard_target(self, target: str, position: int) -> torch.Tensor:
         """``(batch, frames)`` one-hot of the hard cross-attention ``target`` at label position
-        ``position``: ``"centre"`` (frame ``floor(T / 2)``), ``"start"`` (frame 0) or
-        ``"reversed"`` (:meth:`reversed_diagonal`)."""
+        ``position``: ``"centre"`` (frame ``floor(T / 2)``), ``"start"`` (frame 0),
+        ``"reversed"`` (:meth:`reversed_diagonal`) or ``"diagonal"`` (:meth:`diagonal`)."""
         if target == "centre":
             return self.center
         if target == "start":
             start = torch.zeros_like(self.center)
             start[:, 0] = 1.0
             return start
+        if target == "diagonal":
+            return self.diagonal(position)
         return self.reversed_diagonal(position)
 
 
@@ -153,9 +163,9 @@ class AdditiveAttention(nn.Module):
     Attributes:
         hard_center_weight: 0 gives the learned soft weights, 1 a hard one-hot on frame
             ``floor(length / 2)``, values in between the linear blend of the two weight vectors.
-        hard_target: ``"centre"``, ``"start"`` or ``"reversed"``: the one-hot of
-            ``hard_center_weight`` on the centre frame, the first frame, or the anti-diagonal
-            (:meth:`AttentionMemory.hard_target`).
+        hard_target: ``"centre"``, ``"start"``, ``"reversed"`` or ``"diagonal"``: the one-hot
+            of ``hard_center_weight`` on the centre frame, the first frame, the anti-diagonal or
+            the diagonal (:meth:`AttentionMemory.hard_target`).
         attention_tap: the decoder passes it all steps' weights ``(batch, 1, label_positions,
             frames)`` once per forward, while ``attention_tap.active > 0``.
         context_tap: likewise the attention outputs ``(batch, label_positions, encoder_dim)``.

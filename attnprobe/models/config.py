@@ -22,7 +22,7 @@ END_OF_SENTENCE_INDEX = 1
 FIRST_REAL_LABEL = 2
 """Real vocabulary labels are ``FIRST_REAL_LABEL .. vocab_size - 1``."""
 
-HARD_CROSS_ATTENTION_TARGETS = ("centre", "start", "reversed")
+HARD_CROSS_ATTENTION_TARGETS = ("centre", "start", "reversed", "diagonal")
 """Where :attr:`ConformerAEDConfig.hard_cross_attention_target` can pin cross-attention."""
 
 
@@ -60,7 +60,9 @@ class ConformerAEDConfig:
     frame ``floor(T / 2)``), ``"start"`` (every label on frame 0: the paper's explanation of the
     flip starts from a decoder that reads the first frames early in training) or ``"reversed"``
     (label position ``s`` of ``P`` on frame ``round((T - 1) (1 - s / (P - 1)))``, the
-    anti-diagonal: forces the encoder to reverse time, to study a flipped model on purpose)."""
+    anti-diagonal: forces the encoder to reverse time, to study a flipped model on purpose) or
+    ``"diagonal"`` (frame ``round((T - 1) s / (P - 1))``: a decoder that reads in order, which
+    :func:`attnprobe.testing.pin_cross_attention` uses to stand in for a trained decoder)."""
     label_smoothing: float = 0.1
 
     def __post_init__(self) -> None:
@@ -141,6 +143,13 @@ class ConformerAEDConfig:
         )
         sizes.update(overrides)
         return cls(**sizes)
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> ConformerAEDConfig:
+        """The paper's model (the defaults: 12 Conformer blocks of width 512, 8 heads, FF 2048,
+        conv kernel 32, LSTM decoder 1024); keyword arguments override any field. About 15x the
+        arithmetic of :meth:`tiny` per frame; meant for a GPU."""
+        return cls(**overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable values, for checkpoints."""

@@ -13,8 +13,15 @@ is probed with ``projections`` random directions ``v`` of the feature space (``E
 ``width / projections`` times slower. The directions come from a seeded generator and are shared by
 all sequences, so a padded batch gives each sequence exactly the map it gets alone.
 
-Reversal score per block: Spearman correlation between output frame ``t`` and the input frame it
-depends on most (``argmax_u M[t, u]``), over valid frames: +1 time-preserving, -1 reversed.
+Reversal score per block: Spearman correlation between output frame ``t`` and the centre of its
+dependency energy, ``sum_u u M[t, u]^2 / sum_u M[t, u]^2``, over the probed valid frames: +1
+time-preserving, -1 reversed. ``M[t, u]^2`` is the share of output frame ``t``'s variance that
+input frame ``u`` explains (for inputs of equal variance), so the centre sits on whichever side,
+home or mirror, contributes more, however widely a branch spreads its part. An earlier version
+ranked the single largest dependency (``argmax_u M[t, u]``); the residual path's one sharp peak
+at home outweighs a reversed branch that spreads the same content over several frames, so that
+statistic missed reversals the energy sees (``benchmarks/localisation_sensitivity.py``).
+:meth:`FrameMapping.peak_scores` still computes it, for comparison.
 """
 
 from __future__ import annotations
@@ -36,8 +43,13 @@ from attnprobe.vjp import batched_vjp, require_grad_mode
 
 from .encoder import differentiable_inputs, encoder_input_of, encoder_layers
 from .result import ProbeResult
-from .statistics import MINIMUM_POSITIONS, rank_correlation_with_position, require_positions
-from .verdict import REVERSAL_THRESHOLD, reversal_verdict
+from .statistics import (
+    MINIMUM_POSITIONS,
+    centre_of_mass,
+    rank_correlation_with_position,
+    require_positions,
+)
+from .verdict import REVERSAL_THRESHOLD, turning_block
 
 
 @dataclass(repr=False)
@@ -48,7 +60,8 @@ class FrameMapping(ProbeResult):
         layers: encoder block indices, in order.
         maps: one array per sequence, ``(blocks, frames, frames)``: ``[i, t, u]`` is how strongly
             output frame ``t`` of block ``layers[i]`` depends on encoder-input frame ``u``.
-        per_sequence: ``(sequences, blocks)`` reversal scores in [-1, 1].
+        per_sequence: ``(sequences, blocks)`` reversal scores in [-1, 1] (Spearman of output frame
+            vs the centre of its dependency energy).
         projections: random directions per output frame (``None``: exact Jacobian norms).
         threshold: a block is reversed at score <= -threshold.
     """
@@ -71,8 +84,16 @@ class FrameMapping(ProbeResult):
 
     @property
     def reversed_at(self) -> int | None:
-        """The block where the encoder output becomes reversed for good (``None``: not reversed)."""
-        return reversal_verdict(self.scores, self.layers, self.threshold)
+        """The block where time turned by these scores alone (the rule of
+        :func:`attnprobe.probes.verdict.turning_block`; ``None``: not reversed)."""
+        return turning_block(self.scores, self.layers, self.threshold)
+
+    def peak_scores(self) -> np.ndarray:
+        """``(blocks,)`` the earlier statistic, averaged over sequences: Spearman of output frame
+        vs the input frame it depends on most. Kept for comparison; it misses reversals that a
+        branch spreads over several frames (module docstring)."""
+        return np.array([[rank_correlation_with_position(block.argmax(-1)) for block in item]
+                         for item in self.maps]).mean(axis=0)
 
     @property
     def verdict(self) -> str:
@@ -89,8 +110,8 @@ class FrameMapping(ProbeResult):
 
     def summary(self) -> str:
         method = "exact" if self.projections is None else f"{self.projections} random projections"
-        lines = [f"frame mapping: {self.verdict} (Spearman of output frame vs most influential "
-                 f"input frame; {method}; {len(self.maps)} sequences)"]
+        lines = [f"frame mapping: {self.verdict} (Spearman of output frame vs the centre of its "
+                 f"dependency energy; {method}; {len(self.maps)} sequences)"]
         lines += [f"  encoder.{layer}: {score:+.2f}"
                   for layer, score in zip(self.layers, self.scores)]
         return "\n".join(lines)
@@ -156,10 +177,16 @@ def frame_mapping(model: nn.Module, batch: BatchForm, *,
     maps = [torch.stack([block_maps[index, :frames, :inputs] for block_maps in per_block])
             .cpu().numpy()
             for index, (frames, inputs) in enumerate(zip(rows.tolist(), input_lengths.tolist()))]
-    per_sequence = np.array([[rank_correlation_with_position(block.argmax(-1)) for block in item]
-                             for item in maps])
+    per_sequence = np.array([[energy_centre_score(block) for block in item] for item in maps])
     return FrameMapping([int(layer) for layer in chosen], maps, per_sequence, projections,
                         threshold, None if probes is None else [p.numpy() for p in probes])
+
+
+def energy_centre_score(dependency: np.ndarray) -> float:
+    """Spearman of row index vs each row's centre of dependency energy, for one ``(frames,
+    input_frames)`` map of Jacobian norms."""
+    energy = torch.from_numpy(np.asarray(dependency, dtype=np.float64)) ** 2
+    return rank_correlation_with_position(centre_of_mass(energy).numpy())
 
 
 def probed_frames(lengths: torch.Tensor, max_frames: int | None) -> list[torch.Tensor] | None:

@@ -10,7 +10,9 @@ batch at the same time.
 Per map, monotonicity is the Spearman correlation of the label index with the label's centre of
 mass over frames. A model that aligns labels with the audio has a monotone ``G_0``; where the
 encoder reverses time, the sign turns (the paper: increasing up to ``G_9``, decreasing from
-``G_10``).
+``G_10``). A block that holds both orders (a reversed self-attention branch next to the residual
+path) puts each label's centre on the side the decoder reads, so the maps turn where the content
+the output uses turns (:mod:`attnprobe.probes.verdict`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from attnprobe.vjp import batched_vjp, require_grad_mode
 from .encoder import differentiable_inputs, encoder_input_of, encoder_layers
 from .result import ProbeResult
 from .statistics import centre_of_mass, rank_correlation_with_position, require_positions
-from .verdict import REVERSAL_THRESHOLD, reversal_verdict
+from .verdict import REVERSAL_THRESHOLD, input_orientation, turning_block
 
 
 @dataclass(repr=False)
@@ -64,20 +66,31 @@ class GradientMaps(ProbeResult):
         """Whether ``G_0`` is monotone at all: without it there is no order to turn."""
         return abs(float(self.scores[0])) >= self.threshold
 
+    def oriented_scores(self) -> tuple[list[int], np.ndarray, float]:
+        """Block indices, ``(blocks,)`` scores of ``G_1 ...`` and the score of ``G_0``, all
+        multiplied by the input's orientation (:func:`attnprobe.probes.verdict.input_orientation`:
+        -1 only when ``G_0`` is clearly decreasing), so that +1 is the input's order."""
+        orientation = input_orientation(float(self.scores[0]), self.threshold)
+        layers = [int(site.rsplit(".", 1)[-1]) for site in self.sites[1:]]
+        return layers, orientation * self.scores[1:], orientation * float(self.scores[0])
+
     @property
     def reversed_at(self) -> int | None:
-        """The block from which the maps keep the opposite order of ``G_0`` (``None``: none)."""
+        """The block where the maps turn against ``G_0`` (the rule of
+        :func:`attnprobe.probes.verdict.turning_block`); ``None`` when they do not, or when ``G_0``
+        is not monotone (on its own, without a cross-attention that aligns, there is no order
+        to turn)."""
         if not self.aligned:
             return None
-        orientation = float(np.sign(self.scores[0]))
-        layers = [int(site.rsplit(".", 1)[-1]) for site in self.sites[1:]]
-        return reversal_verdict(orientation * self.scores[1:], layers, self.threshold)
+        layers, scores, input_score = self.oriented_scores()
+        return turning_block(scores, layers, self.threshold, input_score)
 
     @property
     def verdict(self) -> str:
         if not self.aligned:
-            return (f"undetermined (G_0 monotonicity {self.scores[0]:+.2f}: the decoder does not "
-                    f"align labels with the input)")
+            return (f"undetermined on their own (G_0 monotonicity {self.scores[0]:+.2f}: no "
+                    f"order at the encoder input; the report still reads them when the "
+                    f"cross-attention aligns)")
         return ("not reversed" if self.reversed_at is None
                 else f"reversed at block {self.reversed_at}")
 

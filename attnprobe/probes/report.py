@@ -1,17 +1,16 @@
 """``attnprobe.reversal_report``: one call that says whether a model's encoder reversed time, and
 at which block, with the evidence of every probe that applies to the model's family.
 
-The verdict comes from the frame mapping (:mod:`attnprobe.probes.frame_mapping`): it needs nothing
-but the encoder, so it applies to every family, trained or not. One exception: the frame mapping
-follows each output frame's *largest* input derivative, which the residual path can keep at home
-while the content the decoder reads has moved (seen on the reproduction's induced reversals,
-``docs/reproduction.md``). When the frame mapping sees no reversal but the decoder's two probes
-both do (gradient maps of an aligned decoder turn at block ``k``, and the cross-attention runs
-backwards), the verdict is theirs. The other probes are evidence:
+The verdict and the block come from one rule (:mod:`attnprobe.probes.verdict`, README "Where
+did it turn?"): the gradient maps decide when the decoder reads the encoder output in an order
+(cross-attention monotone, forwards or backwards), because they show which content the output
+uses; otherwise the frame mapping, which needs nothing but the encoder and so applies to every
+family, trained or not. :attr:`ReversalReport.evidence` holds, per block, what every probe that
+ran says (:mod:`attnprobe.probes.evidence`):
 
+- frame mapping: which encoder-input frames each block's output depends on;
 - gradient maps and cross-attention monotonicity (encoder-decoder models given labels) show the
-  reversal from the decoder's side; they only carry a verdict once the decoder aligns labels with
-  the audio (a trained model);
+  reversal from the decoder's side;
 - self-attention diagonality shows the anti-diagonal attention of the block that turns;
 - branch dominance shows which branch outgrew the residual stream there.
 
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 from torch import nn
 
 from attnprobe.adapters import resolve_adapter
@@ -39,15 +39,20 @@ from attnprobe.vjp import require_grad_mode
 from .cross_attention import CrossAttentionMonotonicity
 from .diagonality import DEFAULT_MAX_OFFSET, SelfAttentionDiagonality
 from .dominance import BranchDominance
+from .evidence import BlockEvidence, block_evidence, evidence_table
 from .frame_mapping import FrameMapping, frame_mapping
 from .gradient_maps import GradientMaps, gradient_maps
 from .result import ProbeResult
 from .streaming import StreamingResults, streaming_probes
 from .verdict import (
     DECIDED_BY_DECODER,
+    DECIDED_BY_FRAME_MAPPING,
     DECIDED_BY_NOTHING,
     REVERSAL_THRESHOLD,
-    combined_verdict,
+    Localisation,
+    combined_verdict,  # noqa: F401  (imported from here by callers of the earlier rule)
+    localise,
+    turning_block,
 )
 
 DEFAULT_MAX_FRAMES = 48
@@ -68,9 +73,10 @@ class ReversalReport(ProbeResult):
 
     Attributes:
         family: the adapter family that ran the model.
-        frame_mapping: decides the verdict, unless the gradient maps and cross-attention agree
-            on a reversal it does not see (:attr:`decided_by`); ``None`` where it could not run
-            (the verdict is then the decoder probes' or undetermined).
+        frame_mapping: decides the verdict unless the decoder reads the encoder output in an
+            order; then the gradient maps decide (:attr:`decided_by`, :attr:`localisation`).
+            ``None`` where it could not run (the verdict is then the decoder probes' or
+            undetermined).
         gradient_maps / cross_attention: ``None`` without a decoder or without labels.
         diagonality / dominance: ``None`` where the adapter exposes no such sites.
         notes: what agrees, what does not, and what could not be measured (and why).
@@ -87,7 +93,7 @@ class ReversalReport(ProbeResult):
     unavailable: dict[str, str] = field(default_factory=dict)
 
     derived: ClassVar[tuple[str, ...]] = ("verdict", "reversed", "reversed_at", "decided_by",
-                                          "ran")
+                                          "decided_because", "evidence", "ran")
 
     @property
     def ran(self) -> list[str]:
@@ -95,16 +101,32 @@ class ReversalReport(ProbeResult):
         return [name for name in PROBE_NAMES if getattr(self, name) is not None]
 
     @property
+    def localisation(self) -> Localisation:
+        """The rule's decision (:func:`attnprobe.probes.verdict.localise`)."""
+        return localise(self.frame_mapping, self.gradient_maps, self.cross_attention)
+
+    @property
     def decided_by(self) -> str:
-        """``"frame mapping"``, or ``"gradient maps and cross-attention"`` when those two agree on
-        a reversal that the frame mapping does not see; ``"nothing"`` when neither could run."""
-        return combined_verdict(self.frame_mapping, self.gradient_maps, self.cross_attention)[1]
+        """``"frame mapping"``, or ``"gradient maps and cross-attention"`` when the decoder reads
+        the encoder output in an order and its label evidence decides; ``"nothing ..."`` when
+        neither could run."""
+        return self.localisation.decided_by
+
+    @property
+    def decided_because(self) -> str:
+        """Why :attr:`decided_by` decided."""
+        return self.localisation.reason
 
     @property
     def reversed_at(self) -> int | None:
-        """Index of the encoder block whose output is the first reversed one (site
-        ``encoder.<index>``, counted from 0), or ``None``."""
-        return combined_verdict(self.frame_mapping, self.gradient_maps, self.cross_attention)[0]
+        """Index of the encoder block where time turned (site ``encoder.<index>``, counted from
+        0), or ``None``."""
+        return self.localisation.reversed_at
+
+    @property
+    def evidence(self) -> list[BlockEvidence]:
+        """Per encoder block, what every probe that ran says (:mod:`attnprobe.probes.evidence`)."""
+        return block_evidence(self)
 
     @property
     def reversed(self) -> bool:
@@ -119,9 +141,13 @@ class ReversalReport(ProbeResult):
         return UNDETERMINED if self.decided_by == DECIDED_BY_NOTHING else "not reversed"
 
     def summary(self) -> str:
-        lines = [f"reversal report ({self.family}): {self.verdict.upper()}"]
+        decided = "  no probe decided" if self.decided_by == DECIDED_BY_NOTHING else \
+            f"  decided by the {self.decided_by}"
+        lines = [f"reversal report ({self.family}): {self.verdict.upper()}",
+                 f"{decided}: {self.decided_because}"]
         lines += [f"  - {note}" for note in self.notes]
         lines.append(f"  probes run: {', '.join(PROBE_NAMES[name] for name in self.ran) or 'none'}")
+        lines += [""] + evidence_table(self)
         for result in (self.frame_mapping, self.gradient_maps, self.cross_attention,
                        self.diagonality, self.dominance):
             if result is not None:
@@ -233,21 +259,26 @@ def _attempt(probe: Callable[[], Any], name: str, unavailable: dict[str, str],
 
 
 def _evidence(report: ReversalReport) -> list[str]:
-    """One line per probe that ran: what it says, and whether it agrees with the verdict."""
+    """One line per probe that ran: what it says by the rule's steps 2 and 3 on its own scores,
+    and whether that agrees with the verdict."""
     notes = []
     block = report.reversed_at
+    decided_by = report.decided_by
     mapping = report.frame_mapping
     if mapping is not None:
-        hidden = "" if report.decided_by != DECIDED_BY_DECODER else \
-            " (disagrees: the residual path can hide a reversal from it; the verdict follows " \
-            "the gradient maps and cross-attention)"
-        notes.append(f"frame mapping: {mapping.verdict}; reversal score of the last block "
-                     f"{mapping.scores[-1]:+.2f}{hidden}")
+        notes.append(f"frame mapping: {mapping.verdict}; last block {mapping.scores[-1]:+.2f} "
+                     f"({_role(decided_by == DECIDED_BY_FRAME_MAPPING, mapping.reversed_at, block)})")
     if report.gradient_maps is not None:
         maps = report.gradient_maps
-        agreement = ("agrees" if maps.reversed_at == block else "disagrees") if maps.aligned \
-            else "no evidence either way"
-        notes.append(f"gradient maps: {maps.verdict} ({agreement})")
+        layers, scores, input_score = maps.oriented_scores()
+        turn = turning_block(scores, layers, maps.threshold, input_score)
+        says = "not reversed" if turn is None else f"reversed at block {turn}"
+        if decided_by == DECIDED_BY_DECODER:
+            notes.append(f"gradient maps: {says}; G_0 {input_score:+.2f}, last block "
+                         f"{scores[-1]:+.2f} (decides)")
+        else:
+            notes.append(f"gradient maps: would say {says}, but the decoder does not read the "
+                         f"encoder output in an order (no evidence either way)")
     if report.cross_attention is not None:
         cross = report.cross_attention
         expected = "reversed" if block is not None else "monotone"
@@ -257,13 +288,21 @@ def _evidence(report: ReversalReport) -> list[str]:
                      f"({agreement})")
     if report.diagonality is not None:
         layer = report.diagonality.reversed_at
+        agreement = "" if layer is None or block is None else \
+            (" (agrees)" if layer == block else " (another block)")
         notes.append("self-attention: no anti-diagonal layer" if layer is None else
-                     f"self-attention: first anti-diagonal layer encoder.{layer}")
+                     f"self-attention: first anti-diagonal layer encoder.{layer}{agreement}")
     if report.dominance is not None and block is not None and block in report.dominance.layers:
         row = report.dominance.layers.index(block)
         ratios = report.dominance.ratio[row]
-        largest = int(ratios.argmax())
+        largest = int(np.nanargmax(ratios))
         notes.append(f"dominance at encoder.{block}: {report.dominance.branches[largest]} / "
                      f"residual = {ratios[largest]:.2f}, cos(block input, output) = "
                      f"{report.dominance.mean_survival[row]:.2f}")
     return notes
+
+
+def _role(decides: bool, says: int | None, verdict: int | None) -> str:
+    if decides:
+        return "decides"
+    return "agrees" if says == verdict else "disagrees"

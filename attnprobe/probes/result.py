@@ -50,8 +50,10 @@ class ProbeResult(ABC):
 
 def to_json(value: Any) -> Any:
     """``value`` with arrays, tensors, numpy scalars and nested results turned into JSON values."""
-    if isinstance(value, ProbeResult):
-        return value.to_dict()
+    if isinstance(value, ProbeResult) or (dataclasses.is_dataclass(value)
+                                          and not isinstance(value, type)
+                                          and callable(getattr(value, "to_dict", None))):
+        return to_json(value.to_dict())
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()
     if isinstance(value, np.ndarray):

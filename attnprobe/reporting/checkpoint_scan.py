@@ -34,7 +34,7 @@ from attnprobe.jobs.summary import summary_document, summary_json
 from attnprobe.jobs.validation import load_model_or_explain, model_window_seconds
 from attnprobe.plotting import panels
 from attnprobe.plotting.figure import new_figure, png_bytes
-from attnprobe.probes.verdict import REVERSAL_THRESHOLD, reversal_verdict
+from attnprobe.probes.verdict import REVERSAL_THRESHOLD, localise_together
 
 from .html import PageFigure, PageTable, Section, render_page
 from .utterance import ReportOptions, analyse
@@ -133,31 +133,40 @@ class CheckpointScanJob(Job):
 
     def process(self, item: CheckpointItem) -> ItemOutput:
         loaded = load_model_or_explain(str(item.path))
-        probes, scores, warnings = [], [], []
+        probes, scores, evidence, warnings = [], [], [], []
         for probe in self.probes:
             usable = probe if loaded.tokenizer is not None else InputItem(probe.id, probe.audio)
             result = analyse(loaded, usable, self.options)
             warnings += [f"{probe.id}: {warning}" for warning in result.warnings]
             report = result.report
-            block_scores = None if report is None else [float(value) for value in
-                                                        report.frame_mapping.scores]
+            mapping = None if report is None else report.frame_mapping
+            block_scores = None if mapping is None else [float(value) for value in mapping.scores]
             probes.append({"id": probe.id, "verdict": result.verdict,
                            "reversed_at": None if report is None else report.reversed_at,
+                           "decided_by": None if report is None else report.decided_by,
                            "reversal_scores": block_scores,
                            "report_skipped": result.report_skipped})
+            if report is not None:
+                evidence.append((mapping, report.gradient_maps, report.cross_attention))
             if block_scores is not None:
                 scores.append(block_scores)
-        if not scores:
+        if not evidence:
             raise InputError(f"no probe gave {item.id} a reversal report "
                              f"({probes[0]['report_skipped']}); raise --memory-limit")
-        mean = np.mean(np.asarray(scores, dtype=np.float64), axis=0)
-        reversed_at = reversal_verdict(mean, range(len(mean)), REVERSAL_THRESHOLD)
+        # One rule for the checkpoint as for one utterance (attnprobe.probes.verdict), over the
+        # probes' mean scores; the figure shows the frame mapping's, which every family has.
+        decided = localise_together(evidence)
+        reversed_at = decided.reversed_at
         verdict = "not reversed" if reversed_at is None else f"reversed at block {reversed_at}"
+        mean = np.mean(np.asarray(scores, dtype=np.float64), axis=0) if scores else np.zeros(0)
         document = {"checkpoint": str(item.path), "step": item.step, "model": loaded.name,
                     "family": loaded.family, "verdict": verdict, "reversed_at": reversed_at,
+                    "decided_by": decided.decided_by,
+                    "deciding_scores": list(decided.scores),
                     "reversal_scores": [float(value) for value in mean], "probes": probes,
                     "warnings": warnings}
         facts = {"step": item.step, "verdict": verdict, "reversed_at": reversed_at,
+                 "decided_by": decided.decided_by, "deciding_scores": document["deciding_scores"],
                  "reversal_scores": document["reversal_scores"]}
         return ItemOutput({"report.json": (json.dumps(document, indent=1) + "\n").encode()},
                           verdict, facts, warnings)

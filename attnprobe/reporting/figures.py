@@ -38,9 +38,10 @@ def figures_of(result: UtteranceResult) -> list[NamedFigure]:
     if report is not None or result.diagonality is not None:
         figures.append(NamedFigure(
             "block_scores", "Per-block reversal scores",
-            "Rank correlation per encoder block between output time and the input time it "
-            "depends on (frame mapping, the verdict), the monotonicity of the gradient maps and "
-            "the self-attention diagonality: +1 keeps time order, -1 is reversed.",
+            "Rank correlation per encoder block between output time and the centre of the "
+            "input time it depends on (frame mapping), the monotonicity of the gradient maps "
+            "(they decide when the decoder reads in order) and the self-attention "
+            "diagonality: +1 keeps time order, -1 is reversed.",
             _block_scores(result)))
     if report is not None:
         figures.append(NamedFigure(

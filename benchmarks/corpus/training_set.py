@@ -36,6 +36,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,8 +56,8 @@ from benchmarks.corpus.training_split import (
 from benchmarks.corpus.vocabulary import closed_vocabulary, random_sentence
 
 # Reading a built corpus lives in training_split; re-exported so one import serves both sides.
-__all__ = ["SpeechBatch", "TrainingSplit", "build_training_set", "load_training_set",
-           "plan_utterances"]
+__all__ = ["SpeechBatch", "TrainingSplit", "build_training_set", "first_utterances",
+           "load_training_set", "plan_utterances"]
 
 DEFAULT_VOICES = (
     "en-us", "en+m3", "en-us+f3", "en+f2", "en+f4", "en+m1", "en+m7", "en+klatt2",
@@ -308,3 +309,39 @@ def build_training_set(
         # Another process finished the same corpus first; its copy is identical.
         shutil.rmtree(partial)
     return final
+
+
+def first_utterances(split: str, count: int, n_train: int, n_dev: int,
+                     voices: tuple[str, ...] = DEFAULT_VOICES,
+                     rates: tuple[int, ...] = DEFAULT_RATES, seed: int = 0,
+                     mean: torch.Tensor | None = None,
+                     std: torch.Tensor | None = None) -> TrainingSplit:
+    """The first ``count`` utterances of ``split`` of the corpus :func:`build_training_set` would
+    build with these arguments, without building the rest: the same plan, spoken in a fresh worker
+    as the first utterances of the split's first shard are, stored in float16 as a shard stores
+    them. Identical to ``load_training_set(build_training_set(...), split)[:count]``
+    (``tests/test_induced_localisation.py`` compares them where the corpus is built).
+
+    Args:
+        split: ``"train"`` or ``"dev"``.
+        count: at most :data:`SHARD_SIZE`.
+        n_train, n_dev, voices, rates, seed: as in :func:`build_training_set`.
+        mean, std: ``(80,)`` statistics to standardise the features with (a checkpoint's
+            ``feature_mean`` / ``feature_std``), or ``None``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose one of {SPLITS}")
+    sizes = {"train": n_train, "dev": n_dev}
+    if not 1 <= count <= min(sizes[split], SHARD_SIZE):
+        raise ValueError(f"count must be between 1 and {min(sizes[split], SHARD_SIZE)} "
+                         f"(the first shard of the {split} split); got {count}")
+    plans = plan_utterances(n_train, n_dev, tuple(voices), tuple(rates), seed)
+    other = "dev" if split == "train" else "train"
+    excluded = frozenset(plan.text for plan in plans[other])
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{split}-00000.pt"
+        [result] = _run_shard_jobs([_ShardJob(path, tuple(plans[split][:count]), excluded)], 1)
+        shard = torch.load(path, weights_only=True)
+    features = list(torch.split(shard["features"], shard["feature_lengths"].tolist()))
+    labels = list(torch.split(shard["labels"], shard["label_lengths"].tolist()))
+    return TrainingSplit(features, labels, result["records"], mean, std)

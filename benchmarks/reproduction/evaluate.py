@@ -122,7 +122,13 @@ def evaluate_run(run_dir: Path, all_metrics: bool = False, log: Any = print,
         dev_examples = fixed_examples(dev, len(dev) // recipe.concatenate, recipe.concatenate)
     path = run_dir / EVALUATION_NAME
     evaluation = json.loads(path.read_text()) if path.exists() else {"checkpoints": {}}
-    checkpoints = sorted((run_dir / "checkpoints").glob("step-*.pt"))
+    # A run folder keeps them under checkpoints/; a folder of checkpoints/ in the repository
+    # keeps the last one next to its config.
+    checkpoints = (sorted((run_dir / "checkpoints").glob("step-*.pt"))
+                   or sorted(run_dir.glob("step-*.pt")))
+    if not checkpoints:
+        raise FileNotFoundError(f"{run_dir} holds no step-*.pt checkpoint (nor does its "
+                                f"checkpoints/ folder)")
     for checkpoint in checkpoints[-1:] if last_only else checkpoints:
         model, step = load_checkpoint(checkpoint)
         key = str(step)

@@ -57,6 +57,10 @@ INDUCED_BLEND_SHARE = 0.1
 """Anti-diagonal cross-attention for the first 30% of the steps, then a blend over the next 10%."""
 
 
+MODEL_SIZES = ("tiny", "paper")
+"""Model sizes a recipe can train (:attr:`Recipe.model_size`)."""
+
+
 @dataclass(frozen=True)
 class CorpusSpec:
     """Arguments of :func:`benchmarks.corpus.training_set.build_training_set`. The defaults are
@@ -95,6 +99,9 @@ class Recipe:
         probe_examples: dev examples in the monitor's probe batch.
         threads: torch intra-op threads; results are bit-identical only for the same count.
         corpus: which training corpus.
+        model_size: ``"tiny"`` (:meth:`ConformerAEDConfig.tiny`, 6 blocks x 96, the CPU runs) or
+            ``"paper"`` (:meth:`ConformerAEDConfig.paper`, 12 blocks x 512, the paper's model,
+            for a GPU); each experiment's model overrides apply to either.
     """
 
     steps: int = RECIPE_STEPS
@@ -112,8 +119,12 @@ class Recipe:
     probe_examples: int = 2
     threads: int = 1
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
+    model_size: str = "tiny"
 
     def __post_init__(self) -> None:
+        if self.model_size not in MODEL_SIZES:
+            raise ValueError(f"model_size {self.model_size!r} is unknown; use one of "
+                             f"{', '.join(MODEL_SIZES)}")
         if self.schedule not in ("warmup-linear", "one-cycle"):
             raise ValueError(f"schedule {self.schedule!r} is unknown; use 'warmup-linear' or 'one-cycle'")
         if self.steps < 1 or self.batch_size < 1 or self.concatenate < 1:
@@ -151,7 +162,8 @@ class Experiment:
         return f"{self.group}-seed{self.seed}"
 
     def model_overrides(self) -> dict[str, Any]:
-        """Keyword arguments for :meth:`ConformerAEDConfig.tiny`."""
+        """Keyword arguments for :meth:`ConformerAEDConfig.tiny` (or ``.paper``, by the recipe's
+        ``model_size``)."""
         return {**BASE_MODEL, **self.model}
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,13 +29,15 @@ def edit_distance(hypothesis: Sequence[object], reference: Sequence[object]) -> 
 def greedy_transcripts(model: ConformerAED, examples: Sequence[Example]) -> list[str]:
     """Greedy transcripts of ``examples`` in eval mode; the model's train/eval flags are restored."""
     flags = {module: module.training for module in model.modules()}
+    device = next(model.parameters()).device
     model.eval()
     texts: list[str] = []
     try:
         for start in range(0, len(examples), DECODE_BATCH):
             batch = collate(examples[start : start + DECODE_BATCH])
             with torch.no_grad():
-                hypotheses = model.greedy_decode(batch.inputs, batch.input_lengths,
+                hypotheses = model.greedy_decode(batch.inputs.to(device),
+                                                 batch.input_lengths.to(device),
                                                  max_labels=int(batch.label_lengths.max()) * 2)
             texts += [CHARACTER_LABELS.decode(labels) for labels in hypotheses]
     finally:

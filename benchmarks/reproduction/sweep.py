@@ -4,6 +4,8 @@
     python -m benchmarks.reproduction.sweep --groups baseline --jobs 2  # the baseline seeds
     python -m benchmarks.reproduction.sweep                             # everything, in GROUPS order
     python -m benchmarks.reproduction.sweep --groups aux-ctc hard-centre --seed-major --jobs 2
+    python -m benchmarks.reproduction.sweep --groups baseline --device cuda --size paper \
+        --runs-dir runs-paper                                           # the paper's size, on a GPU
 
 Each run is its own process (``python -m benchmarks.reproduction.train <name>``) at ``nice``
 10 with one thread, so the machine stays usable and each run is deterministic. A run is finished
@@ -20,8 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from .experiments import GROUPS, SEEDS, Experiment, Recipe, all_experiments
-from .train import SUMMARY_NAME, prepare_corpus
+from .device import DeviceUnavailableError, resolve_placement
+from .experiments import GROUPS, SEEDS, Experiment, all_experiments
+from .train import SUMMARY_NAME, add_placement_arguments, prepare_corpus, recipe_from
 
 
 def pending(experiments: list[Experiment], runs_dir: Path) -> list[Experiment]:
@@ -34,16 +37,17 @@ def seed_major(experiments: list[Experiment]) -> list[Experiment]:
     return sorted(experiments, key=lambda run: run.seed)  # sorted() is stable
 
 
-def _command(run: Experiment, runs_dir: Path, corpus: str, steps: int | None, niceness: int
-             ) -> list[str]:
+def _command(run: Experiment, runs_dir: Path, corpus: str, steps: int | None, niceness: int,
+             placement: tuple[str, ...] = ()) -> list[str]:
     command = ["nice", "-n", str(niceness), sys.executable, "-m", "benchmarks.reproduction.train", run.name,
-               "--runs-dir", str(runs_dir), "--corpus", corpus]
+               "--runs-dir", str(runs_dir), "--corpus", corpus, *placement]
     return command + (["--steps", str(steps)] if steps is not None else [])
 
 
 def run_all(experiments: list[Experiment], runs_dir: Path, corpus: str, jobs: int, niceness: int,
-            steps: int | None) -> list[tuple[str, int]]:
-    """Run ``experiments`` with at most ``jobs`` at a time; returns ``(name, exit code)`` each."""
+            steps: int | None, placement: tuple[str, ...] = ()) -> list[tuple[str, int]]:
+    """Run ``experiments`` with at most ``jobs`` at a time; returns ``(name, exit code)`` each.
+    ``placement``: ``--device`` / ``--precision`` / ``--size`` arguments for every run."""
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     waiting = list(experiments)
     running: dict[str, tuple[subprocess.Popen, float]] = {}
@@ -54,7 +58,7 @@ def run_all(experiments: list[Experiment], runs_dir: Path, corpus: str, jobs: in
             run = waiting.pop(0)
             # Next to the run folder, not in it: train.py empties the folder when it starts.
             output = (runs_dir / f"{run.name}.out").open("w")
-            process = subprocess.Popen(_command(run, runs_dir, corpus, steps, niceness),
+            process = subprocess.Popen(_command(run, runs_dir, corpus, steps, niceness, placement),
                                        stdout=output, stderr=subprocess.STDOUT, env=environment)
             running[run.name] = (process, time.perf_counter())
             print(f"started {run.name} (pid {process.pid})", flush=True)
@@ -83,9 +87,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="every group's seed 0, then seed 1, ...: a sweep stopped early leaves "
                              "whole seeds across the groups rather than whole groups")
     parser.add_argument("--list", action="store_true", help="print what is finished and stop")
+    add_placement_arguments(parser)
     arguments = parser.parse_args(argv)
+    try:
+        resolve_placement(arguments.device, arguments.precision)
+    except (DeviceUnavailableError, ValueError) as error:
+        parser.error(str(error))
+    placement = ("--device", arguments.device, "--precision", arguments.precision,
+                 "--size", arguments.size)
     runs_dir = Path(arguments.runs_dir)
-    recipe = Recipe() if arguments.steps is None else Recipe(steps=arguments.steps)
+    recipe = recipe_from(arguments)
     chosen = [run for run in all_experiments(recipe, tuple(arguments.seeds))
               if run.group in arguments.groups]
     if arguments.seed_major:
@@ -101,7 +112,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     corpus = prepare_corpus(recipe, arguments.corpus)
     print(f"{len(todo)} of {len(chosen)} runs to do; corpus {corpus}", flush=True)
-    results = run_all(todo, runs_dir, corpus, arguments.jobs, arguments.nice, arguments.steps)
+    results = run_all(todo, runs_dir, corpus, arguments.jobs, arguments.nice, arguments.steps,
+                      placement)
     failed = [name for name, code in results if code != 0]
     if failed:
         sys.exit(f"failed runs: {', '.join(failed)}")

@@ -1,4 +1,4 @@
-"""Planting known behaviour in a model, to check that the probes find it.
+"""Clean plantings: a whole block output permuted, a branch scaled, attention patterns forced.
 
 Every helper is a context manager that works for any model attnprobe has an adapter for, and
 leaves the model exactly as it was on exit (normal or by exception)::
@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adapters import (
+from ..adapters import (
     Adapter,
     LengthEntry,
     SiteBinding,
@@ -37,8 +37,8 @@ from .adapters import (
     resolve_adapter,
     resolve_site_map,
 )
-from .capture import AttentionCapture, AttentionEmitter, Remover, pick_tensor, replace_tensor
-from .sites import SiteFilter, site_matcher
+from ..capture import AttentionCapture, AttentionEmitter, Remover, pick_tensor, replace_tensor
+from ..sites import SiteFilter, site_matcher
 
 Permutation = Callable[[int], torch.Tensor]
 """Maps a valid length ``L`` to ``(L,)`` int64: output frame ``t`` takes ``permutation[t]``."""
