@@ -73,7 +73,8 @@ class MonitorRecord:
 
     Attributes:
         step: the training step it was taken at.
-        reversal_scores: per encoder block, the frame-mapping reversal score in [-1, 1].
+        reversal_scores: per encoder block, the frame-mapping reversal score in [-1, 1]; empty
+            when the frame mapping could not run on this model (the report says why).
         reversed_at: the block where time turned, by the rule of
             :func:`attnprobe.probes.verdict.localise` (the frame mapping's scores or, where
             :attr:`decided_by` says so, the gradient maps'); ``None`` when not reversed.
@@ -250,7 +251,8 @@ class FlipMonitor:
         maps = report.gradient_maps
         return MonitorRecord(
             step=int(step),
-            reversal_scores=[float(score) for score in report.frame_mapping.scores],
+            reversal_scores=([] if report.frame_mapping is None else
+                             [float(score) for score in report.frame_mapping.scores]),
             reversed_at=report.reversed_at,
             dominance_branches=list(dominance.branches) if dominance is not None else [],
             dominance_ratio=_nested_floats(dominance.ratio) if dominance is not None else [],

@@ -43,7 +43,7 @@ def figures_of(result: UtteranceResult) -> list[NamedFigure]:
             "(they decide when the decoder reads in order) and the self-attention "
             "diagonality: +1 keeps time order, -1 is reversed.",
             _block_scores(result)))
-    if report is not None:
+    if report is not None and report.frame_mapping is not None:
         figures.append(NamedFigure(
             "frame_mapping", "Frame mapping",
             "Which encoder-input time each output time of a block depends on (Jacobian norms, "
@@ -90,7 +90,7 @@ def _block_scores(result: UtteranceResult) -> Any:
 
 
 def _frame_mapping(result: UtteranceResult) -> Any:
-    assert result.report is not None
+    assert result.report is not None and result.report.frame_mapping is not None
     mapping = result.report.frame_mapping
     maps = mapping.maps[0]
     frames = min(maps.shape[1], valid_encoder_frames(result))
