@@ -65,6 +65,8 @@ class WordSpan:
         end_frame: one past the last model frame.
         label_start: index of the word's first label.
         label_end: one past the index of its last label.
+        confidence: how clearly the word's labels stand above the blank, in ``(0, 1)``
+            (:mod:`.confidence`); ``None`` where the aligner has no blank to compare with.
     """
 
     text: str
@@ -74,6 +76,7 @@ class WordSpan:
     end_frame: int
     label_start: int
     label_end: int
+    confidence: float | None = None
 
     @property
     def centre_s(self) -> float:
@@ -88,6 +91,7 @@ class WordSpan:
             "end_frame": self.end_frame,
             "label_start": self.label_start,
             "label_end": self.label_end,
+            "confidence": self.confidence,
         }
 
 
@@ -107,6 +111,8 @@ class Alignment:
         scores: ``(labels, frames)`` the matrix the aligner worked on, or ``None``.
         path_score: the aligner's objective along its path (summed log score for Viterbi and CTC,
             summed cost for DTW), or ``None`` where the method has none.
+        warnings: why these times may mean nothing (no speech in the audio, a transcript the
+            model finds very unlikely), one line each; every export carries them.
     """
 
     labels: list[LabelSpan]
@@ -118,6 +124,7 @@ class Alignment:
     path: np.ndarray | None = field(default=None, repr=False)
     scores: np.ndarray | None = field(default=None, repr=False)
     path_score: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def seconds_per_frame(self) -> float:
@@ -141,6 +148,7 @@ class Alignment:
             "labels": [label.to_dict() for label in self.labels],
             "words": [word.to_dict() for word in self.words],
             "path": None if self.path is None else self.path.tolist(),
+            "warnings": list(self.warnings),
         }
         if include_scores:
             result["scores"] = None if self.scores is None else self.scores.tolist()
@@ -161,6 +169,7 @@ class Alignment:
         rows += [
             f"  {word.text:<{width}}  {word.start_s:8.3f}  {word.end_s:8.3f}" for word in self.words
         ]
+        rows += [f"  warning: {warning}" for warning in self.warnings]
         return "\n".join(rows)
 
     def __str__(self) -> str:
