@@ -82,6 +82,37 @@ def gradient_alignment(
     bound = resolve_adapter(model, adapter, runner)
     if settings is None:
         settings = settings_for(bound.family)
+    scores, loudness = gradient_score_matrices(
+        model, batch, settings=settings, attribution=attribution, chunk_size=chunk_size,
+        memory_budget=memory_budget, subsampling=subsampling, ctc_blank=ctc_blank, adapter=bound)
+    if tokens is None:
+        word_style = "continuation"
+    return align_scores(scores, tokens if tokens is not None else _label_names(batch),
+                        frame_shift_s=bound.runner.frame_shift_seconds, settings=settings,
+                        word_style=word_style, loudness=loudness)
+
+
+def gradient_score_matrices(
+    model: nn.Module,
+    batch: BatchForm,
+    *,
+    settings: AlignmentSettings | None = None,
+    attribution: SmoothGrad | IntegratedGradients | None = None,
+    chunk_size: int | None = None,
+    memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
+    subsampling: int | None = None,
+    ctc_blank: int | None = None,
+    adapter: Any = None,
+    runner: Any = None,
+) -> tuple[GradientScores, torch.Tensor | None]:
+    """The scoring half of :func:`gradient_alignment` (same arguments): the score matrices, and
+    the loudness of every score column ``(batch, frames)`` where ``settings.silence_weight`` asks
+    for it (else ``None``). :func:`align_scores` decodes them; keeping them lets many decoding
+    settings be compared on one scoring."""
+    batch = as_speech_batch(batch)
+    bound = resolve_adapter(model, adapter, runner)
+    if settings is None:
+        settings = settings_for(bound.family)
     forward = model_forward(model, batch, gradient_input=settings.gradient_input, adapter=bound,
                             subsampling=subsampling, ctc_blank=ctc_blank)
     options = {"p": settings.p, "chunk_size": chunk_size, "memory_budget": memory_budget,
@@ -91,15 +122,11 @@ def gradient_alignment(
             scores = gradient_scores(forward, **options)
         else:
             scores = attribution.scores(forward, **options)
-    if tokens is None:
-        word_style = "continuation"
     loudness = None
     if settings.silence_weight and batch.inputs.is_floating_point():
         loudness = input_loudness(batch.inputs, batch.input_lengths, scores.subsampling,
                                   scores.scores.shape[2])
-    return align_scores(scores, tokens if tokens is not None else _label_names(batch),
-                        frame_shift_s=bound.runner.frame_shift_seconds, settings=settings,
-                        word_style=word_style, loudness=loudness)
+    return scores, loudness
 
 
 def align_scores(
