@@ -74,8 +74,11 @@ class WhisperRunner(HuggingFaceEncoderDecoderRunner):
     generation_class = "WhisperForConditionalGeneration"
     locate = staticmethod(whisper_stacks)
     window_margin_frames: int | None = None
-    """``None``: the encoder reads its full window (30 s); else the longest utterance of a batch
+    """``None``: the model reads its full window (30 s); else the longest utterance of a batch
     plus this many mel frames of silence (see :meth:`fitted_window`)."""
+    fit_decoder_only: bool = False
+    """With a margin: the encoder still reads 30 s, and only the decoder reads the fitted window
+    of its output."""
 
     def default_prompt_ids(self) -> list[int]:
         """``<|startoftranscript|>``, then ``<|notimestamps|>`` where the checkpoint has one."""
@@ -118,25 +121,37 @@ class WhisperRunner(HuggingFaceEncoderDecoderRunner):
         encoder = self._encoder()
         full = (encoder.config.max_source_positions * encoder.conv1.stride[0]
                 * encoder.conv2.stride[0])
-        if self.window_margin_frames is None:
+        if self.window_margin_frames is None or self.fit_decoder_only:
             return full
         step = encoder.conv1.stride[0] * encoder.conv2.stride[0]
         wanted = int(batch.input_lengths.max()) + self.window_margin_frames
         return min(full, -(-wanted // step) * step)
 
     @contextlib.contextmanager
-    def fitted_window(self, margin_seconds: float | None) -> Iterator[None]:
-        """Inside: the encoder runs on the longest utterance plus ``margin_seconds`` of silence
-        instead of 30 s (``None``: 30 s). Its cost falls with the window; Whisper was trained on
-        30 s windows only, so measure the accuracy before relying on it
-        (``benchmarks/alignment_timit.py``)."""
-        before = self.window_margin_frames
+    def fitted_window(self, margin_seconds: float | None, decoder_only: bool = False
+                      ) -> Iterator[None]:
+        """Inside: the model runs on the longest utterance plus ``margin_seconds`` of silence
+        instead of 30 s (``None``: 30 s); with ``decoder_only`` the encoder still reads 30 s and
+        the decoder only the fitted part of its output. The cost of gradient alignment falls
+        with the window the decoder reads; Whisper was trained on 30 s windows only, so measure
+        the accuracy before relying on it (``benchmarks/alignment_timit.py``)."""
+        before = self.window_margin_frames, self.fit_decoder_only
         self.window_margin_frames = (None if margin_seconds is None
                                      else round(margin_seconds / self.frame_shift_seconds))
+        self.fit_decoder_only = decoder_only
         try:
             yield
         finally:
-            self.window_margin_frames = before
+            self.window_margin_frames, self.fit_decoder_only = before
+
+    def decoder_frames(self, batch: SpeechBatch) -> int | None:
+        """Encoder frames the decoder reads when only the decoder's window is fitted."""
+        if self.window_margin_frames is None or not self.fit_decoder_only:
+            return None
+        encoder = self._encoder()
+        step = encoder.conv1.stride[0] * encoder.conv2.stride[0]
+        wanted = int(batch.input_lengths.max()) + self.window_margin_frames
+        return min(encoder.config.max_source_positions, -(-wanted // step))
 
     @contextlib.contextmanager
     def encoder_window(self, batch: SpeechBatch) -> Iterator[None]:
@@ -144,6 +159,18 @@ class WhisperRunner(HuggingFaceEncoderDecoderRunner):
         first rows and the length check expects that window. The model's own tensors and config
         are put back on exit; nothing else changes."""
         encoder = self._encoder()
+        decoder_frames = self.decoder_frames(batch)
+        if decoder_frames is not None:
+            def fitted_output(_module: nn.Module, _args: tuple, output: Any) -> Any:
+                output.last_hidden_state = output.last_hidden_state[:, :decoder_frames]
+                return output
+
+            handle = encoder.register_forward_hook(fitted_output)
+            try:
+                yield
+            finally:
+                handle.remove()
+            return
         frames = self.window_frames(batch) // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
         positions = encoder.embed_positions
         if frames == positions.num_embeddings:

@@ -76,10 +76,12 @@ class Runner:
         raise CapabilityError(f"the {self.family} runner has no CTC output; use "
                               f"label_log_probs for attention decoders")
 
-    def fitted_window(self, margin_seconds: float | None) -> AbstractContextManager[None]:
-        """Inside: an encoder that pads every input to a fixed window (Whisper's 30 s) runs on
+    def fitted_window(self, margin_seconds: float | None, decoder_only: bool = False
+                      ) -> AbstractContextManager[None]:
+        """Inside: a model that pads every input to a fixed window (Whisper's 30 s) runs on
         the longest utterance of the batch plus ``margin_seconds`` instead (``None``: the full
-        window). Runners of models without such a window change nothing."""
+        window); ``decoder_only``: the encoder still reads the full window, the decoder only
+        the fitted part of its output. Runners of models without such a window change nothing."""
         return nullcontext()
 
     def encoder_output_gradients_only(self, frames: torch.Tensor

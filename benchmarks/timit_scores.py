@@ -21,6 +21,7 @@ import torch
 from attnprobe.alignment import AlignmentSettings
 from attnprobe.alignment.gradient import gradient_score_matrices
 from attnprobe.alignment.scoring.loudness import input_loudness
+from attnprobe.alignment.transcript import LABELS_PER_BACKWARD
 from attnprobe.loading import LoadedModel
 
 from .timit import TimitUtterance
@@ -40,10 +41,12 @@ class ScoringOption:
     targets: str = "characters"
     gradient_input: str = "encoder.last"
     window_margin_s: float | None = None
+    fit_decoder_only: bool = False
 
     def settings(self) -> AlignmentSettings:
         return AlignmentSettings(gradient_input=self.gradient_input, targets=self.targets,  # type: ignore[arg-type]
-                                 window_margin_s=self.window_margin_s)
+                                 window_margin_s=self.window_margin_s,
+                                 fit_decoder_only=self.fit_decoder_only)
 
 
 @dataclass
@@ -108,7 +111,8 @@ def compute_scores(loaded: LoadedModel, option: ScoringOption,
                   else loaded.transcript(utterance.text))
     batch = loaded.batch(utterance.samples, transcript)
     scores, _ = gradient_score_matrices(loaded.model, batch, settings=option.settings(),
-                                        ctc_blank=loaded.ctc_blank, adapter=loaded.adapter)
+                                        ctc_blank=loaded.ctc_blank, adapter=loaded.adapter,
+                                        chunk_size=LABELS_PER_BACKWARD)
     matrix = scores.item(0).detach().float().numpy()
     cpu = time.process_time() - started
     loudness = input_loudness(batch.inputs, batch.input_lengths, scores.subsampling,

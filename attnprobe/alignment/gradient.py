@@ -117,7 +117,7 @@ def gradient_score_matrices(
                             subsampling=subsampling, ctc_blank=ctc_blank)
     options = {"p": settings.p, "chunk_size": chunk_size, "memory_budget": memory_budget,
                "require_alignable": True}
-    with bound.runner.fitted_window(settings.window_margin_s):
+    with bound.runner.fitted_window(settings.window_margin_s, settings.fit_decoder_only):
         if attribution is None:
             scores = gradient_scores(forward, **options)
         else:

@@ -103,6 +103,9 @@ class AlignmentSettings:
         window_margin_s: for encoders that pad every input to a fixed window (Whisper's 30 s):
             ``None`` runs the full window; a number runs the encoder on the audio plus this many
             seconds of padding (cheaper, but Whisper was trained on 30 s windows).
+        fit_decoder_only: with ``window_margin_s``, the encoder still reads the full window and
+            only the decoder reads the fitted part of its output: most of the saving (the
+            batched backward runs through the decoder), the encoder's context unchanged.
     """
 
     gradient_input: GradientInput = "auto"
@@ -113,6 +116,7 @@ class AlignmentSettings:
     targets: Targets = "tokens"
     silence_weight: float = 0.0
     window_margin_s: float | None = None
+    fit_decoder_only: bool = False
 
     def __post_init__(self) -> None:
         if not (self.gradient_input in ("auto", "features", "encoder_input")
