@@ -26,7 +26,14 @@ frames; pass ``input_lengths`` of 3000 to feed extractor features unchanged. The
 ``runner.prompt_ids``: ``<|startoftranscript|>`` and, when the generation config has it,
 ``<|notimestamps|>``; multilingual checkpoints want their language and task tokens in between, e.g.
 ``runner.prompt_ids = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|en|>",
-"<|transcribe|>", "<|notimestamps|>"])``.
+"<|transcribe|>", "<|notimestamps|>"])`` (``load_model(..., language="en")`` does it).
+
+Windows: inside ``runner.fitted_window(margin_s)`` the model reads the longest utterance plus the
+margin instead of 30 s (the positional embedding's first rows, put back on exit; the model is not
+changed); with ``decoder_only=True`` the encoder still reads 30 s and only the decoder reads the
+fitted part of its output. Inside ``runner.encoder_output_gradients_only(frames)`` the decoder's
+cross-attention keys and values of the padding are computed without autograd, which is exact for
+gradients taken at the encoder output and saves most of their backward work.
 """
 
 from __future__ import annotations

@@ -293,18 +293,24 @@ def _repaired_tokenizer(path: Path) -> WhisperTokenizer:
 
     from transformers import WhisperTokenizer
 
+    from attnprobe.errors import ModelLoadError
+
     from .tokenizer_repair import check_whisper_tokenizer, repaired_merges
 
     document, added = repaired_merges(json.loads(path.read_text()))
-    if not added:
-        tokenizer = WhisperTokenizer(tokenizer_file=str(path))
-    else:
-        warnings.warn(f"{path} lacks the BPE merges {added}; they were put back, so that "
-                      f"' to the' encodes as Whisper does", stacklevel=3)
-        with tempfile.TemporaryDirectory() as scratch:
-            repaired = Path(scratch) / "tokenizer.json"
-            repaired.write_text(json.dumps(document))
-            tokenizer = WhisperTokenizer(tokenizer_file=str(repaired))
+    try:
+        if not added:
+            tokenizer = WhisperTokenizer(tokenizer_file=str(path))
+        else:
+            warnings.warn(f"{path} lacks the BPE merges {added}; they were put back, so that "
+                          f"' to the' encodes as Whisper does", stacklevel=3)
+            with tempfile.TemporaryDirectory() as scratch:
+                repaired = Path(scratch) / "tokenizer.json"
+                repaired.write_text(json.dumps(document))
+                tokenizer = WhisperTokenizer(tokenizer_file=str(repaired))
+    except Exception as error:  # the tokenizers library raises plain Exception on bad files
+        raise ModelLoadError(f"cannot read {path}: {str(error).splitlines()[0]}; copy the "
+                             f"tokenizer.json of the same Whisper size into the folder") from error
     check_whisper_tokenizer(tokenizer, str(path.parent))
     return tokenizer
 
