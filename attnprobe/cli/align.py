@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from attnprobe.alignment import DEFAULT_SETTINGS
+from attnprobe.alignment import settings_for
 from attnprobe.audio import check_audio_file
 from attnprobe.errors import InputError
 from attnprobe.jobs.files import PendingFiles, check_writable, write_file_atomically
@@ -32,9 +32,12 @@ def run_align(arguments: argparse.Namespace) -> int:
         if items[0].text is None:
             raise InputError(f"no transcript for {items[0].audio}: give --text 'the words "
                              f"spoken' or a <name>.txt sidecar")
-    loaded = load_model(arguments.model)
-    settings = DEFAULT_SETTINGS.replace(blank=arguments.blank,
-                                        max_gap_s=arguments.close_gaps / 1000)
+    loaded = load_model(arguments.model, language=arguments.language, task=arguments.task)
+    settings = settings_for(loaded.family)
+    if arguments.blank is not None:
+        settings = settings.replace(blank=arguments.blank)
+    if arguments.close_gaps is not None:
+        settings = settings.replace(max_gap_s=arguments.close_gaps / 1000)
     rendered: dict[str, str] = {}
 
     def process(item: InputItem) -> str:

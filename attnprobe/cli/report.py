@@ -34,7 +34,7 @@ def run_report(arguments: argparse.Namespace) -> int:
     if not many:
         check_audio_file(items[0].audio)
     options = options_from(arguments)
-    loaded = load_model(arguments.model)
+    loaded = load_model(arguments.model, language=arguments.language, task=arguments.task)
     sections: list[Section] = []
     results: list[UtteranceResult] = []
     single_output = PendingFiles(out) if out is not None and not many else None

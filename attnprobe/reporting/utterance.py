@@ -18,6 +18,7 @@ from attnprobe.alignment import (
     AlignmentSettings,
     TimestampErrors,
     gradient_alignment,
+    settings_for,
     timestamp_errors,
 )
 from attnprobe.audio import Audio, read_audio
@@ -213,8 +214,14 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
 
 
 def aligned_words(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcript,
-                  settings: AlignmentSettings = DEFAULT_SETTINGS) -> Alignment:
-    """The gradient alignment of one utterance."""
+                  settings: AlignmentSettings | None = None) -> Alignment:
+    """The gradient alignment of one utterance, with the model family's settings by default
+    (Whisper: the transcript spelled as characters)."""
+    settings = settings or settings_for(loaded.family)
+    if settings.targets == "characters" and loaded.tokenizer is not None:
+        transcript = loaded.spelled_transcript(transcript.text)
+        batch = SpeechBatch(batch.inputs, batch.input_lengths, torch.tensor([transcript.ids]),
+                            torch.tensor([len(transcript.ids)]))
     (alignment,) = gradient_alignment(loaded.model, batch, [transcript.tokens], settings=settings,
                                       ctc_blank=loaded.ctc_blank, word_style=loaded.word_style,
                                       adapter=loaded.adapter)
