@@ -75,6 +75,10 @@ def align_item(loaded: LoadedModel, item: InputItem, method: str = "gradient",
     if method == "gradient":
         # Any length, and the targets the model's settings ask for (Whisper: characters).
         return align_transcript(loaded, audio.samples, item.text, settings), audio.duration
+    if loaded.max_seconds is not None and audio.duration > loaded.max_seconds:
+        raise InputError(f"{item.audio} lasts {audio.duration:.1f} s but --method {method} "
+                         f"reads one window of at most {loaded.max_seconds:g} s of {loaded.name}; "
+                         f"use --method gradient (any length) or cut the audio")
     transcript = loaded.transcript(item.text)
     batch = loaded.batch(audio.samples, transcript)
     check_transcript_fits(loaded, batch, audio.duration)
