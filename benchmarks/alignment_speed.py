@@ -68,9 +68,15 @@ def utterances(corpus: Path) -> list[tuple[np.ndarray, str]]:
 
 def old_code(commit: str, folder: Path) -> Path:
     """The library at ``commit``, unpacked into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "-C", str(REPOSITORY), "archive", commit, "attnprobe",
                               "adapters"], check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    # A checkout imports attnprobe.adapters through this link (an installed wheel maps the
+    # package instead); without it the old code would import whatever adapters are installed.
+    link = folder / "attnprobe" / "adapters"
+    if not link.exists():
+        link.symlink_to(Path("..") / "adapters")
     return folder
 
 
