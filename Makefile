@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m attnprobe demo
 
 test: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=2 $(PY) -m pytest -q -m "not slow" --durations=15
 
 clean:
 	rm -rf $(VENV) build *.egg-info

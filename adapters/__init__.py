@@ -14,7 +14,10 @@ An adapter does two separate jobs, and each has its own class:
 
 :func:`resolve_adapter` pairs the two for a model: the site map from the registry (each built-in
 family is one module here and registers itself; :func:`register_adapter` adds yours) and its
-family's runner, unless the caller brings a runner of their own.
+family's runner, unless the caller brings a runner of their own. A model no site map matches gets
+the generic one (:mod:`.generic`): its sites found by structure (:mod:`.discovery`), and the
+generic Hugging Face runner (:mod:`.hf_generic`) for ``transformers`` models, or the runner the
+caller passes for anything else. :func:`describe` says what was found and what was not.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from torch import nn
 
 from attnprobe.errors import UnsupportedModelError
 
+from .description import Description
 from .runner import Runner
 from .site_map import (
     LengthEntry,
@@ -40,8 +44,7 @@ from .site_map import (
 # Tried in this order; each module registers its site maps at import. None imports an optional
 # library (transformers, torchaudio) at module level.
 _BUILTIN_MODULES = ("conformer", "hf_whisper", "hf_wav2vec2", "hf_speech2text", "hf_parakeet",
-                    "torchaudio_conformer", "torchaudio_emformer", "torchaudio_wav2vec2", "generic",
-                    "hf_generic")
+                    "torchaudio_conformer", "torchaudio_emformer", "torchaudio_wav2vec2")
 for _name in _BUILTIN_MODULES:
     importlib.import_module(f"{__name__}.{_name}")
 
@@ -63,43 +66,48 @@ class Adapter:
         return self.site_map.family
 
 
-def find_site_map(model: nn.Module) -> SiteMap:
-    """The site map for ``model``, bound to it.
+def find_site_map(model: nn.Module, runner: Runner | None = None, example: Any = None
+                  ) -> SiteMap:
+    """The site map for ``model``, bound to it: the first registered one that matches, else the
+    generic one (found by structure; ``runner`` and ``example`` let discovery run the model).
 
     Raises:
-        UnsupportedModelError: no site map matches and the generic fallback finds no attention
-            module; the message lists the supported families and how to register one.
+        UnsupportedModelError: no site map matches and discovery finds no attention stack; the
+            message lists the supported families and how to register one.
     """
     site_map_class = registry.find(model)
     if site_map_class is not None:
         return site_map_class(model)
-    from .generic import infer_site_map
+    from .generic import discover_site_map
 
-    inferred = infer_site_map(model)
-    if inferred is not None:
-        return inferred
+    discovered = discover_site_map(model, runner, example)
+    if discovered is not None:
+        return discovered
     raise UnsupportedModelError(
         f"attnprobe has no adapter for {type(model).__module__}.{type(model).__qualname__}, and "
-        f"found no torch.nn.MultiheadAttention or Hugging Face attention module in it to fall back "
-        f"on. Supported families: {', '.join(registry.families())}. To add yours, subclass "
-        f"attnprobe.adapters.SiteMap (a map from modules to sites) and decorate it with "
+        f"found no stack of blocks with attention in it (attnprobe.describe(model) shows what it "
+        f"looked for). Supported families: {', '.join(registry.families())}. To add yours, "
+        f"subclass attnprobe.adapters.SiteMap (a map from modules to sites) and decorate it with "
         f"@attnprobe.adapters.register_adapter; see the README section 'Adding an adapter'."
     )
 
 
-def resolve_site_map(model: nn.Module, adapter: Any = None) -> SiteMap:
+def resolve_site_map(model: nn.Module, adapter: Any = None, runner: Runner | None = None,
+                     example: Any = None) -> SiteMap:
     """The site map to trace ``model`` with: ``None`` finds it; a :class:`SiteMap` class is bound
-    to ``model``; a :class:`SiteMap` or :class:`Adapter` instance is used as it is."""
+    to ``model``; a :class:`SiteMap` or :class:`Adapter` instance is used as it is. ``runner`` and
+    ``example`` (a batch) serve site maps that discover the model by running it."""
     if adapter is None:
-        return find_site_map(model)
+        return find_site_map(model, runner, example)
     if isinstance(adapter, Adapter):
         return adapter.site_map
     if isinstance(adapter, type):
-        return adapter(model)
+        return adapter.bind(model, runner=runner, example=example)
     return adapter
 
 
-def resolve_adapter(model: nn.Module, adapter: Any = None, runner: Any = None) -> Adapter:
+def resolve_adapter(model: nn.Module, adapter: Any = None, runner: Any = None,
+                    example: Any = None) -> Adapter:
     """The site map and runner the probes use on ``model``.
 
     Args:
@@ -107,23 +115,45 @@ def resolve_adapter(model: nn.Module, adapter: Any = None, runner: Any = None) -
             :class:`SiteMap` instance, or an :class:`Adapter` (used as it is).
         runner: ``None`` (the site map's family runner), a :class:`Runner` class (bound to
             ``model``) or instance.
+        example: the batch the probe will run (a :class:`~attnprobe.batch.SpeechBatch`); the
+            generic site map watches one forward pass of it to find the model's structure.
     """
     if isinstance(adapter, Adapter) and runner is None:
         return adapter
-    site_map = resolve_site_map(model, adapter)
-    if runner is None:
-        runner = site_map.runner_class(model)
-    elif isinstance(runner, type):
+    if isinstance(runner, type):
         runner = runner(model)
-    return Adapter(site_map, runner)
+    site_map = resolve_site_map(model, adapter, runner, example)
+    return Adapter(site_map, runner if runner is not None else site_map.default_runner())
+
+
+def generic_adapter(model: nn.Module, runner: Any = None, example: Any = None) -> Adapter:
+    """The generic site map and runner for ``model``, even where a hand-written site map exists
+    (to compare the two, or where the hand-written one does not fit a variant)."""
+    from .generic import DiscoveredSites
+
+    return resolve_adapter(model, DiscoveredSites, runner, example)
+
+
+def describe(model: nn.Module, adapter: Any = None, runner: Any = None,
+             example: Any = None) -> Description:
+    """What attnprobe found in ``model`` and what it did not, as
+    :class:`~attnprobe.adapters.description.Description` (print it). Arguments as in
+    :func:`resolve_adapter`."""
+    from .description import describe_adapter
+
+    return describe_adapter(model, resolve_adapter(model, adapter, runner, example))
+
 
 __all__ = [
     "Adapter",
+    "Description",
     "LengthEntry",
     "Runner",
     "SiteBinding",
     "SiteMap",
+    "describe",
     "find_site_map",
+    "generic_adapter",
     "register_adapter",
     "register_builtin",
     "registry",

@@ -1,102 +1,247 @@
-"""The generic fallback: attention sites inferred from the modules of a model no adapter knows.
+"""The generic site map: sites of any model, found by structure (:mod:`.discovery`).
 
-:func:`infer_site_map` runs every *finder* in :data:`FINDERS` over the model; each returns the
-attention-site bindings of the modules it recognises. The built-in finder knows
-``torch.nn.MultiheadAttention`` (:func:`find_multihead_attention`); other module families join with
-:func:`register_finder` (e.g. Hugging Face attention modules, from ``adapters/hf_attention.py``),
-using :func:`attention_site` so that every finder names sites the same way.
+Used for every model that no hand-written site map matches, and on request for any model
+(``adapter=DiscoveredSites``, or :func:`attnprobe.adapters.generic_adapter`). Sites keep the
+documented names: ``encoder.frontend``, ``encoder.{i}`` (the blocks of the encoder stack),
+``encoder.{i}.self_attn`` / ``ffn`` (``ffn1``, ``ffn2``) / ``conv``, ``decoder.{i}``,
+``decoder.{i}.self_attn`` / ``cross_attn`` / ``ffn``. Stacks that are neither (an LLM, an adapter,
+a projector) are not sites; :func:`attnprobe.describe` lists them.
 
-What is inferred, and how (written into ``site_map.notes``, and announced by one warning):
+Attention probabilities come from the attention-function registry for Hugging Face modules, from
+``nn.MultiheadAttention``'s own weights, and otherwise from the softmax or SDPA call the module
+makes (:mod:`.function_attention`).
 
-- kind: cross-attention when the module's own name contains ``cross``, ``encoder_attn`` or
-  ``src_attn``, or when it is the ``multihead_attn`` of a ``torch.nn.TransformerDecoderLayer``;
-  self-attention otherwise. Names are used rather than watching whether query is key at trace time
-  because the kind is part of the site, which users select before any forward pass runs.
-- stack: ``decoder`` for cross-attention; otherwise the innermost enclosing module whose name
-  contains ``decoder`` or ``encoder``; ``encoder`` when none does.
-- layer: the last number in the module path (``encoder.layers.3.self_attn`` -> 3). When a stack's
-  sites of one kind have no number or repeat one, they are numbered in module order instead.
-- lengths: from the model call's key-padding-mask arguments (``src_key_padding_mask``,
-  ``memory_key_padding_mask`` -> encoder frames, ``tgt_key_padding_mask`` -> decoder positions,
-  ``key_padding_mask`` -> encoder frames), when the mask pads at the end; otherwise unknown.
-
-Only attention sites are inferred: what counts as a block, a feed-forward or a frontend differs too
-much between models to guess. Inputs and outputs of torch's nested tensors (the inference fast path
-of ``nn.TransformerEncoder`` with a padding mask) are recorded zero-padded.
+Lengths: each probed stack's first block reveals them through whatever padding mask it receives
+(:func:`attnprobe.lengths.lengths_from_attention_mask`), or through nested tensors; and when the
+trace is told the batch's valid input frames (the probes always do), the runner's
+``encoder_lengths`` maps them to encoder frames — which is how models whose encoder ignores
+padding (Whisper pads to 30 s) get only the frames that carry audio.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import re
 import warnings
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from attnprobe.capture import pick_argument
-from attnprobe.lengths import right_padded_lengths
+from attnprobe.batch import SpeechBatch
+from attnprobe.capture import AttentionCapture, pick_argument
+from attnprobe.lengths import lengths_from_attention_mask
 from attnprobe.sites import Site
 
+from .discovery import PROBED_ROLES, Structure, discover
+from .function_attention import FunctionAttention
+from .hf_common import FrontendRelay
 from .recompute import DerivedTap
+from .runner import Runner
 from .site_map import LengthEntry, SiteBinding, SiteMap
+from .structure_calls import stream_argument
 from .torch_mha import MultiheadAttentionCapture
 
-Finder = Callable[[nn.Module], list[SiteBinding]]
-"""Returns the attention-site bindings of the modules it recognises in a model (empty if none)."""
+TO_FRAMES = {
+    "frames": lambda received: received,
+    "transposed": lambda received: received.transpose(1, 2),
+    "samples": lambda received: received.unsqueeze(-1),
+    "unknown": lambda received: received,
+}
+"""What the frontend receives -> ``(batch, frames, features)``, per :class:`.discovery.Frontend`
+kind."""
 
-CROSS_ATTENTION_MARKERS = ("cross", "encoder_attn", "src_attn")
-PADDING_MASK_AXES = {"src_key_padding_mask": "encoder", "memory_key_padding_mask": "encoder",
-                     "tgt_key_padding_mask": "decoder", "key_padding_mask": "encoder",
-                     "attention_mask": "encoder", "decoder_attention_mask": "decoder"}
-VALID_IS_ONE = frozenset({"attention_mask", "decoder_attention_mask"})
-"""Hugging Face masks mark valid positions with 1; torch's key-padding masks mark padding."""
-
-
-def attention_kind(name: str, parent: nn.Module | None) -> str:
-    """``"cross_attn"`` or ``"self_attn"`` for the module called ``name`` inside ``parent``."""
-    own_name = name.rsplit(".", 1)[-1].lower()
-    if any(marker in own_name for marker in CROSS_ATTENTION_MARKERS):
-        return "cross_attn"
-    if own_name == "multihead_attn" and isinstance(parent, nn.TransformerDecoderLayer):
-        return "cross_attn"
-    return "self_attn"
+_warned: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
-def attention_site(path: str, kind: str) -> Site:
-    """The site of an attention module at ``path`` (see the module docstring for the rules).
+class DiscoveredSites(SiteMap):
+    """Sites found by structure; see the module docstring.
 
-    The layer is ``None`` when the path has no number; :class:`InferredSites` then numbers the
-    sites in module order.
+    Args:
+        model: any model.
+        runner: how to run it (default: :func:`generic_runner`'s); discovery runs it once on
+            ``example`` to see roles, cross-attention, branch order and the frontend.
+        example: a batch to run for that (default: the runner's ``example_batch()``; without one,
+            discovery reads the modules alone).
     """
-    parts = path.split(".")
-    stack = "decoder" if kind == "cross_attn" else "encoder"
-    if kind != "cross_attn":
-        for part in reversed(parts[:-1]):
-            if "decoder" in part.lower() or "encoder" in part.lower():
-                stack = "decoder" if "decoder" in part.lower() else "encoder"
-                break
-    numbers = [int(part) for part in parts if re.fullmatch(r"\d+", part)]
-    layer = numbers[-1] if numbers else None
-    return Site(f"{stack}.{'?' if layer is None else layer}.{kind}", kind, stack, layer, path)
+
+    family = "generic"
+    description = "any model: sites found by structure (attention modules, stacks of blocks)"
+
+    def __init__(self, model: nn.Module, runner: Runner | None = None,
+                 example: SpeechBatch | None = None) -> None:
+        super().__init__(model)
+        if runner is None:
+            runner, reason = generic_runner(model)
+            if reason is not None:
+                self.notes.append(reason)
+        self.runner = runner
+        if example is None:
+            example = self.runner.example_batch()
+        run = None
+        if example is not None:
+            runner_of = self.runner
+
+            def run(audio: torch.Tensor) -> Any:
+                return runner_of.run(example.with_inputs(audio))
+
+        self.structure: Structure = discover(model, run, None if example is None
+                                             else example.inputs)
+        self.notes += self.structure.notes
+        self._switch: Any = None
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return False
+
+    @classmethod
+    def bind(cls, model: nn.Module, runner: Runner | None = None,
+             example: SpeechBatch | None = None) -> DiscoveredSites:
+        return cls(model, runner, example)
+
+    def default_runner(self) -> Runner:
+        return self.runner
+
+    def bindings(self) -> list[SiteBinding]:
+        structure = self.structure
+        found: list[SiteBinding] = []
+        encoder = structure.stack("encoder")
+        if encoder is not None and structure.frontend is not None:
+            frontend = structure.frontend
+            first_block = encoder.blocks[0]
+            relay = FrontendRelay(self.model.get_submodule(frontend.module),
+                                  self.model.get_submodule(first_block),
+                                  TO_FRAMES[frontend.to_frames],
+                                  features_name=self._keyword(frontend.module),
+                                  stream_name=self._keyword(first_block) or "hidden_states")
+            site = Site("encoder.frontend", "frontend", "encoder", None, frontend.module)
+            found.append(SiteBinding(site, relay, input_name="features"))
+        for role in PROBED_ROLES:
+            stack = structure.stack(role)
+            if stack is None:
+                continue
+            batch_first = structure.batch_first.get(stack.path, True)
+            for layer, (block, branches) in enumerate(zip(stack.blocks, stack.branches)):
+                found.append(SiteBinding(Site(f"{role}.{layer}", "block", role, layer, block),
+                                         self.model.get_submodule(block),
+                                         input_name=self._keyword(block) or "hidden_states",
+                                         batch_first=batch_first))
+                for branch in branches:
+                    path = f"{block}.{branch.module}"
+                    site = Site(f"{role}.{layer}.{branch.suffix}", branch.kind, role, layer, path)
+                    found.append(self._branch_binding(
+                        site, path, branch.output_module and f"{block}.{branch.output_module}",
+                        f"{block}.{branch.attention_module or branch.module}", batch_first))
+        return found
+
+    def _branch_binding(self, site: Site, path: str, output_path: str | None,
+                        attention_path: str, batch_first: bool) -> SiteBinding:
+        module = self.model.get_submodule(path)
+        if isinstance(module, nn.MultiheadAttention):
+            return SiteBinding(site, DerivedTap(module, _dense_query, observe="input"),
+                               output_module=DerivedTap(module, _dense_output), input_name=None,
+                               batch_first=module.batch_first,
+                               attention=MultiheadAttentionCapture(module))
+        output_module = None if output_path is None else self.model.get_submodule(output_path)
+        return SiteBinding(site, module, output_module=output_module,
+                           input_name=self._keyword(path) or "hidden_states",
+                           batch_first=batch_first,
+                           attention=self._capture(attention_path) if site.is_attention
+                           else None)
+
+    def _capture(self, path: str) -> AttentionCapture:
+        module = self.model.get_submodule(path)
+        if self.structure.attention.get(path) == "registry":
+            from .hf_attention import ImplementationSwitch, RegistryAttention
+
+            if self._switch is None:
+                # One switch per site map: every attention capture of a trace shares its hold.
+                self._switch = ImplementationSwitch(self.model)
+            return RegistryAttention(module, self._switch)
+        return FunctionAttention(module)
+
+    def _keyword(self, path: str) -> str | None:
+        where = self.structure.stream_arguments.get(path, 0)
+        return where if isinstance(where, str) else None
+
+    def length_entries(self) -> list[LengthEntry]:
+        entries = []
+        for role in PROBED_ROLES:
+            stack = self.structure.stack(role)
+            if stack is not None:
+                entries.append(LengthEntry(self.model.get_submodule(stack.blocks[0]),
+                                           _mask_lengths(role, self.structure.batch_first.get(
+                                               stack.path, True))))
+        return entries
+
+    def lengths_for_inputs(self, input_lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        found = {"features": input_lengths}
+        encoder = self.runner.encoder_lengths(input_lengths)
+        if encoder is not None:
+            found["encoder"] = encoder
+        return found
 
 
-def find_multihead_attention(model: nn.Module) -> list[SiteBinding]:
-    """Bindings for every ``torch.nn.MultiheadAttention`` in ``model``, in module order."""
-    found = []
-    for path, module in model.named_modules():
-        if not isinstance(module, nn.MultiheadAttention):
-            continue
-        parent = model.get_submodule(path.rsplit(".", 1)[0]) if "." in path else model
-        site = attention_site(path, attention_kind(path, parent))
-        found.append(SiteBinding(
-            site, DerivedTap(module, _dense_query, observe="input"),
-            output_module=DerivedTap(module, _dense_output), input_name=None,
-            batch_first=module.batch_first, attention=MultiheadAttentionCapture(module)))
-    return found
+def generic_runner(model: nn.Module) -> tuple[Runner, str | None]:
+    """The runner the generic site map pairs with ``model``, and why it cannot run the model when
+    it cannot: the Hugging Face one for a ``transformers`` speech model, else the base
+    :class:`Runner` (its ``run`` asks for ``runner=``)."""
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return Runner(model), None
+    if not isinstance(model, PreTrainedModel):
+        return Runner(model), None
+    from attnprobe.errors import CapabilityError
+
+    from .hf_generic import HuggingFaceGenericRunner
+
+    try:
+        return HuggingFaceGenericRunner(model), None
+    except CapabilityError as error:
+        return Runner(model), f"no runner: {error}"
+
+
+def discover_site_map(model: nn.Module, runner: Runner | None = None,
+                      example: SpeechBatch | None = None) -> DiscoveredSites | None:
+    """A :class:`DiscoveredSites` for a model no site map matches, or ``None`` when it has no
+    sites. Warns once per model, naming what was found."""
+    site_map = DiscoveredSites(model, runner, example)
+    found = site_map.bindings()
+    if not found:
+        return None
+    if model not in _warned:
+        _warned.add(model)
+        stacks = ", ".join(f"{stack.role} {stack.path} ({len(stack.blocks)} blocks)"
+                           for stack in site_map.structure.stacks)
+        warnings.warn(
+            f"attnprobe has no adapter for {type(model).__qualname__}; found by structure: "
+            f"{stacks}; {len(found)} sites. attnprobe.describe(model) shows them and what was "
+            f"not found; register a site map for exact sites (attnprobe.adapters."
+            f"register_adapter).", stacklevel=3)
+    return site_map
+
+
+def _mask_lengths(axis: str, batch_first: bool) -> Any:
+    """Lengths along ``axis`` from the padding mask (or nested tensor) a block receives."""
+    def lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        stream, _ = stream_argument(tuple(args), dict(kwargs))
+        if stream is None:
+            return {}
+        if stream.is_nested:
+            return {axis: torch.tensor([item.size(0) for item in stream.unbind()])}
+        if stream.dim() != 3:
+            return {}
+        batch, frames = stream.shape[:2] if batch_first else (stream.shape[1], stream.shape[0])
+        found = [lengths_from_attention_mask(value, batch, frames)
+                 for value in (*args, *kwargs.values())
+                 if isinstance(value, torch.Tensor) and value is not stream]
+        known = [item for item in found if item is not None]
+        if not known:
+            return {}
+        return {axis: torch.stack(known).amin(dim=0).cpu()}
+
+    return lengths
 
 
 def _dense(tensor: torch.Tensor | None) -> torch.Tensor | None:
@@ -111,107 +256,3 @@ def _dense_query(args: tuple, kwargs: dict, _output: Any) -> torch.Tensor | None
 
 def _dense_output(_args: tuple, _kwargs: dict, output: Any) -> torch.Tensor | None:
     return _dense(output[0])
-
-
-FINDERS: list[Finder] = [find_multihead_attention]
-"""Tried in order; every binding of every finder becomes a site."""
-
-
-def register_finder(finder: Finder) -> Finder:
-    """Add a finder (usable as a decorator); it sees every model the fallback is asked about."""
-    if finder not in FINDERS:
-        FINDERS.append(finder)
-    return finder
-
-
-class InferredSites(SiteMap):
-    """Attention sites inferred by the finders; see the module docstring for the rules.
-
-    Never chosen by the registry; :func:`infer_site_map` builds it for models no adapter matches.
-    Pass ``adapter=InferredSites`` to ``attnprobe.trace`` to use it on any model.
-    """
-
-    family = "generic"
-    description = "any model with torch.nn.MultiheadAttention (sites inferred from module names)"
-
-    @classmethod
-    def matches(cls, model: nn.Module) -> bool:
-        return False
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__(model)
-        order = {module: index for index, module in enumerate(model.modules())}
-        found = [binding for finder in FINDERS for binding in finder(model)]
-        found.sort(key=lambda binding: order.get(model.get_submodule(binding.site.module_path), 0))
-        self._bindings = self._number_layers(found)
-        self.notes.append("sites inferred: kind from module names (cross / encoder_attn / "
-                          "src_attn, or multihead_attn of nn.TransformerDecoderLayer), stack from "
-                          "'encoder'/'decoder' in module paths, layer from the last number")
-        self._padding_masks = _padding_mask_parameters(model)
-        if self._padding_masks:
-            self.notes.append(f"lengths from the call's {', '.join(self._padding_masks)} "
-                              f"(when it pads at the end)")
-        else:
-            self.notes.append("lengths unknown: the model's forward takes no key-padding mask")
-
-    def _number_layers(self, found: list[SiteBinding]) -> list[SiteBinding]:
-        groups: dict[tuple[str, str], list[SiteBinding]] = {}
-        for binding in found:
-            groups.setdefault((binding.site.stack, binding.site.kind), []).append(binding)
-        for (stack, kind), members in groups.items():
-            layers = [binding.site.layer for binding in members]
-            if None not in layers and len(set(layers)) == len(layers):
-                continue
-            self.notes.append(f"{stack} {kind} sites numbered in module order (their module paths "
-                              f"have no distinct layer numbers)")
-            for layer, binding in enumerate(members):
-                binding.site = dataclasses.replace(binding.site, layer=layer,
-                                                   name=f"{stack}.{layer}.{kind}")
-        return found
-
-    def bindings(self) -> list[SiteBinding]:
-        return list(self._bindings)
-
-    def length_entries(self) -> list[LengthEntry]:
-        if not self._padding_masks:
-            return []
-        signature = inspect.signature(self.model.forward)
-
-        def lengths(args: tuple, kwargs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-            try:
-                call = signature.bind_partial(*args, **kwargs).arguments
-            except TypeError:
-                return {}
-            found: dict[str, torch.Tensor] = {}
-            for name in self._padding_masks:
-                valid = right_padded_lengths(call.get(name), name in VALID_IS_ONE)
-                if valid is not None:
-                    found.setdefault(PADDING_MASK_AXES[name], valid)
-            return found
-
-        return [LengthEntry(self.model, lengths)]
-
-
-def _padding_mask_parameters(model: nn.Module) -> list[str]:
-    try:
-        parameters = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return []
-    return [name for name in PADDING_MASK_AXES if name in parameters]
-
-
-def infer_site_map(model: nn.Module) -> InferredSites | None:
-    """An :class:`InferredSites` for ``model``, or ``None`` when no finder recognises anything.
-
-    Emits one warning naming the inferred sites, so that a guess never goes unnoticed.
-    """
-    site_map = InferredSites(model)
-    found = site_map.bindings()
-    if not found:
-        return None
-    listing = ", ".join(f"{binding.site.name} <- {binding.site.module_path}" for binding in found)
-    warnings.warn(
-        f"attnprobe has no adapter for {type(model).__qualname__}; inferred {len(found)} attention "
-        f"sites from module names: {listing}. Check them with trace.summary(), or register an "
-        f"adapter for exact sites (attnprobe.adapters.register_adapter).", stacklevel=2)
-    return site_map

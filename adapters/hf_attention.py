@@ -17,7 +17,8 @@ model's configs to it:
 
 Switching is reference-counted per config object: nested traces of one model, and traces of models
 that share a config, share the switch, and the last one out restores the original implementation
-exactly. Probabilities reach their traces through a process-wide map from attention module to the
+exactly, and takes ``"attnprobe"`` out of both registries again, so nothing of it outlives the
+trace. Probabilities reach their traces through a process-wide map from attention module to the
 emitters attached to it; two models traced in two threads never see each other's emitters.
 """
 
@@ -54,7 +55,6 @@ _switched: dict[int, _SwitchedConfig] = {}
 # Values are tuples, replaced (never mutated) under the lock, so the attention function reads them
 # without taking it.
 _emitters: dict[nn.Module, tuple[AttentionEmitter, ...]] = {}
-_registered = False
 
 
 class RegistryAttention(AttentionCapture):
@@ -140,6 +140,8 @@ class ImplementationSwitch:
                     if held.holders == 0:
                         config._attn_implementation_internal = held.original
                         del _switched[id(config)]
+                if not _switched:
+                    _unregister_implementation()
 
         return release
 
@@ -301,12 +303,21 @@ def _check_supported(config: Any) -> None:
 
 
 def _register_implementation() -> None:
-    global _registered
-    if _registered:
-        return
+    """Add ``"attnprobe"`` to transformers' attention and mask registries (under ``_lock``)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
     AttentionInterface.register(IMPLEMENTATION, attnprobe_attention)
     AttentionMaskInterface.register(IMPLEMENTATION, attnprobe_mask)
-    _registered = True
+
+
+def _unregister_implementation() -> None:
+    """Take ``"attnprobe"`` out of both registries again once no config is switched (under
+    ``_lock``): a later ``set_attn_implementation("attnprobe")`` must be refused as unknown.
+    transformers has no public way to unregister, so the class-wide mapping ``register``
+    wrote to is edited directly."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    for interface in (AttentionInterface, AttentionMaskInterface):
+        interface._global_mapping.pop(IMPLEMENTATION, None)

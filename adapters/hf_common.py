@@ -29,13 +29,16 @@ class Branch(NamedTuple):
 
     ``module`` is the attribute of the block whose input is the branch input; ``output_module``
     (default: the same) the attribute whose output is the branch output, for feed-forward branches
-    written inline as ``fc2(activation(fc1(x)))``.
+    written inline as ``fc2(activation(fc1(x)))``; ``attention_module`` (default: ``module``) the
+    one whose attention probabilities an attention branch captures, where the module that
+    computes them does not itself return the residual stream's shape.
     """
 
     suffix: str
     kind: str
     module: str
     output_module: str | None = None
+    attention_module: str | None = None
 
 
 # Blocks copied from MBart (Whisper, Speech2Text): feed-forward written inline as fc2(act(fc1(x))).
@@ -62,15 +65,18 @@ class FrontendRelay(nn.Module):
     is registered on it (as a trace does), it listens with two pre-hooks on the model — one on
     ``features_module`` keeps the features, made ``(batch, frames, features)`` by ``to_frames``,
     and one on ``first_block`` calls the relay with the kept features and the block's input — and
-    when the last hook on it is removed, those pre-hooks go too.
+    when the last hook on it is removed, those pre-hooks go too. ``features_name`` and
+    ``stream_name`` are the keywords the two modules take their tensors by when not positionally.
     """
 
     def __init__(self, features_module: nn.Module, first_block: nn.Module,
-                 to_frames: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                 to_frames: Callable[[torch.Tensor], torch.Tensor],
+                 features_name: str | None = None, stream_name: str = "hidden_states") -> None:
         super().__init__()
         # A tuple keeps the model's modules from being registered as the relay's submodules.
         self._watched = (features_module, first_block)
         self._to_frames = to_frames
+        self._names = (features_name, stream_name)
         self._listeners = 0
         self._model_hooks: list[Any] = []
         self._features: torch.Tensor | None = None
@@ -104,11 +110,11 @@ class FrontendRelay(nn.Module):
             self._features = None
 
     def _keep_features(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
-        features = pick_argument(args, kwargs, 0, None)
+        features = pick_argument(args, kwargs, 0, self._names[0])
         self._features = None if features is None else self._to_frames(features)
 
     def _relay(self, _module: nn.Module, args: tuple, kwargs: dict) -> None:
-        encoder_input = pick_argument(args, kwargs, 0, "hidden_states")
+        encoder_input = pick_argument(args, kwargs, 0, self._names[1])
         features, self._features = self._features, None
         if encoder_input is not None:
             self(features, encoder_input)

@@ -10,10 +10,12 @@ output ``fc2``'s output (before dropout and the residual addition).
 
 Lengths: Whisper's encoder always sees 30 s of audio, ``2 * max_source_positions`` mel frames
 (3000) turned into ``max_source_positions`` encoder frames (1500), and has no padding mask: shorter
-audio is padded with log-mel silence that the encoder attends to like any other frame. Every
-encoder frame is therefore valid, and the records say so (lengths 3000 and 1500, not the audio's
-duration); the ``attention_mask`` a Whisper feature extractor returns is ignored by the model and
-by attnprobe. Decoder lengths come from ``decoder_attention_mask`` when given, else every position
+audio is padded with log-mel silence that the encoder attends to like any other frame. The model
+call reveals no lengths, so a plain trace records every frame as valid (3000 and 1500); a trace
+told the batch's ``input_lengths`` (the probes always tell it) records as valid only the frames
+that carry audio: the mel frames up to each length and the encoder frames computed from them
+(``lengths_for_inputs``). The ``attention_mask`` a Whisper feature extractor returns is ignored by
+the model and by attnprobe. Decoder lengths come from ``decoder_attention_mask`` when given, else every position
 decoded so far is valid.
 
 Runner: ``run`` and ``label_log_probs`` take ``batch.inputs`` as log-mel ``(batch, frames,
@@ -272,6 +274,16 @@ class WhisperSites(HuggingFaceSiteMap):
         if stacks.decoder is not None:
             found += self.stack_bindings("decoder", stacks.decoder.layers, MBART_DECODER_BRANCHES)
         return found
+
+    def lengths_for_inputs(self, input_lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The mel frames that carry audio, and the encoder frames computed from them: what the
+        probes look at, whatever the padded window the encoder ran on."""
+        stacks = self.locate(self.model)
+        assert stacks is not None
+        if stacks.encoder is None:
+            return {}
+        return {"features": input_lengths,
+                "encoder": stacks.encoder._get_feat_extract_output_lengths(input_lengths).long()}
 
     def length_entries(self) -> list[LengthEntry]:
         stacks = self.locate(self.model)

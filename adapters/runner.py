@@ -2,21 +2,33 @@
 
 The trace only needs the site map; the probes also need to run the model themselves (the frame
 mapping runs the encoder once per block, gradient alignment teacher-forces the transcript). A
-runner is that knowledge, kept apart so that a model attnprobe does not know can bring its own in
-a few lines and pass it as ``runner=`` to the probes::
+runner is that knowledge, kept apart so that a model attnprobe does not know — an ESPnet, NeMo,
+SpeechBrain, icefall or in-house model — can bring its own in a few lines and pass it as
+``runner=`` to :func:`attnprobe.reversal_report`, :class:`attnprobe.FlipMonitor`,
+:func:`attnprobe.probes.streaming_probes` and :func:`attnprobe.gradient_alignment`::
 
     class MyRunner(attnprobe.adapters.Runner):
-        frame_shift_seconds = 0.01          # seconds per frame of batch.inputs
+        frame_shift_seconds = 0.01          # seconds per frame of batch.inputs (None: unknown)
         subsampling = 4                     # input frames per encoder frame
-
-        def __init__(self, model):
-            self.model = model
 
         def run(self, batch):               # one forward pass, teacher-forced with labels
             return self.model(batch.inputs, batch.input_lengths, batch.labels)
 
         def label_log_probs(self, batch):   # (batch, labels) log p(a_s | a_<s, X)
             ...
+
+The protocol, all of it optional except ``run``:
+
+- ``run(batch)``: one forward pass on a :class:`~attnprobe.batch.SpeechBatch` (teacher-forced
+  when it carries labels). Every reversal probe needs it.
+- ``label_log_probs(batch)``: ``(batch, labels)`` teacher-forced label log-probabilities, for the
+  decoder probes and gradient alignment; or ``ctc_log_probs(batch)`` (log-posteriors and valid
+  frames) with ``ctc_blank`` for a CTC model.
+- ``frame_shift_seconds`` (``None``: unknown, and alignments count frames instead of seconds),
+  ``subsampling`` (input frames per encoder-input frame), ``first_label_position``.
+- ``encoder_lengths(input_lengths)``: valid encoder frames, for models whose encoder does not get
+  a padding mask; ``example_batch()``: a small batch the model takes, so that discovery can watch
+  one forward pass (:mod:`attnprobe.adapters.discovery`) before any probe runs.
 
 Every method a runner does not implement raises :class:`attnprobe.errors.CapabilityError`
 naming what is missing; the probes that need it say so instead of failing the report.
@@ -40,14 +52,14 @@ class Runner:
     Attributes:
         family: a name for messages.
         frame_shift_seconds: seconds between two frames of ``batch.inputs`` (0.01 for 10 ms
-            features, ``1 / 16000`` for 16 kHz waveforms).
+            features, ``1 / 16000`` for 16 kHz waveforms); ``None`` where unknown.
         first_label_position: decoder position whose output predicts the first reference label (the
             last prompt position; 0 for models without a prompt).
         ctc_blank: blank id of a CTC head, or ``None``.
     """
 
     family: ClassVar[str] = "custom"
-    frame_shift_seconds: float = 0.01
+    frame_shift_seconds: float | None = None
     first_label_position: int = 0
     ctc_blank: int | None = None
 
@@ -57,8 +69,9 @@ class Runner:
     def run(self, batch: SpeechBatch) -> Any:
         """One forward pass of the model on ``batch`` (teacher-forced when it carries labels)."""
         raise CapabilityError(
-            f"the {self.family} runner cannot run a batch; pass runner=<an attnprobe.adapters."
-            f"Runner whose run(batch) calls your model> to the probe")
+            f"attnprobe cannot run a batch through {type(self.model).__name__} by itself: pass "
+            f"runner=<an attnprobe.adapters.Runner whose run(batch) calls your model> to the "
+            f"probe (see the README section 'Probes on your own model')")
 
     def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
         """Teacher-forced ``log p(a_s | a_<s, X)`` per reference label, ``(batch, labels)``.
@@ -96,3 +109,13 @@ class Runner:
     def subsampling(self) -> int:
         """Input frames (of ``batch.inputs``) per output frame of the encoder."""
         raise CapabilityError(f"the {self.family} runner does not know its subsampling factor")
+
+    def encoder_lengths(self, input_lengths: torch.Tensor) -> torch.Tensor | None:
+        """``(batch,)`` valid encoder frames of a batch with ``input_lengths`` valid input frames;
+        ``None`` (the default) leaves them to the padding masks the encoder receives."""
+        return None
+
+    def example_batch(self) -> SpeechBatch | None:
+        """A small batch this runner can ``run``, for discovery to watch; ``None`` (the default)
+        when there is none (the probes then discover with their own batch)."""
+        return None

@@ -95,6 +95,17 @@ class SiteMap(ABC):
         self.notes: list[str] = []
 
     @classmethod
+    def bind(cls, model: nn.Module, runner: Runner | None = None,
+             example: Any = None) -> SiteMap:
+        """This site map bound to ``model``. ``runner`` and ``example`` (a batch the probes will
+        run) are for site maps that discover the model by running it; others ignore them."""
+        return cls(model)
+
+    def default_runner(self) -> Runner:
+        """The runner of this site map's family, bound to the model."""
+        return self.runner_class(self.model)
+
+    @classmethod
     @abstractmethod
     def matches(cls, model: nn.Module) -> bool:
         """Whether this site map knows ``model``. Must not import optional libraries eagerly."""
@@ -106,6 +117,13 @@ class SiteMap(ABC):
     def length_entries(self) -> list[LengthEntry]:
         """Modules whose calls reveal valid lengths; empty when the model takes no padding."""
         return []
+
+    def lengths_for_inputs(self, input_lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Valid lengths per axis (``"features"``, ``"encoder"``) of a batch whose inputs have
+        ``input_lengths`` valid frames, for models whose forward call does not reveal them (an
+        encoder without a padding mask). A trace told the input lengths prefers these over what
+        :meth:`length_entries` read from the call. Default: none."""
+        return {}
 
     def binding(self, name: str) -> SiteBinding | None:
         """The binding of the site called ``name``, or ``None``."""

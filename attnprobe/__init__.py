@@ -7,10 +7,12 @@
 
     attnprobe.reversal_report(model, batch).verdict          # "reversed at block 9"
     attnprobe.gradient_alignment(model, batch, tokens)[0]    # words with times
+    print(attnprobe.describe(model))                         # what was found, which probes run
 """
 
 from __future__ import annotations
 
+from .adapters import describe
 from .alignment import Alignment, AlignmentSettings, gradient_alignment
 from .batch import SpeechBatch
 from .errors import (
@@ -51,6 +53,7 @@ __all__ = [
     "StreamingReducer",
     "Trace",
     "UnsupportedModelError",
+    "describe",
     "gradient_alignment",
     "reversal_report",
     "trace",

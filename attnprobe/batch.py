@@ -57,6 +57,10 @@ class SpeechBatch:
         """The same batch with other inputs (e.g. a copy that requires grad)."""
         return SpeechBatch(inputs, self.input_lengths, self.labels, self.label_lengths)
 
+    def without_labels(self) -> SpeechBatch:
+        """The same inputs without reference labels."""
+        return SpeechBatch(self.inputs, self.input_lengths)
+
     def item(self, index: int) -> SpeechBatch:
         """Sequence ``index`` alone, unpadded."""
         length = int(self.input_lengths[index])

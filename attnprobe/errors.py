@@ -38,3 +38,18 @@ class CheckpointError(AttnprobeError, ValueError):
 
 class OutputError(InputError):
     """An output place that cannot be written; the message names another choice."""
+
+
+class TraceThreadError(AttnprobeError, RuntimeError):
+    """A model already traced in one thread was traced from another: a trace belongs to the thread
+    that entered it."""
+
+
+class CompiledModelError(AttnprobeError, RuntimeError):
+    """A traced model ran through a ``torch.compile`` wrapper, whose graphs skip or replay the
+    trace's hooks, so its records cannot be trusted."""
+
+
+class JobError(AttnprobeError, RuntimeError):
+    """A corpus or checkpoint job cannot start or finish: its output folder belongs to another job,
+    or a rank of a distributed run did not report in time."""

@@ -12,7 +12,11 @@ lightning::
 Each passes the framework's global step (optimiser steps taken so far) to ``monitor.step``, which
 probes when it is a multiple of the monitor's ``every``. The monitor holds the model it probes: give
 it the module the framework trains (for Lightning, the ``LightningModule``'s inner model that
-attnprobe has an adapter for).
+attnprobe has an adapter for), not the DDP wrapper.
+
+Under DDP both frameworks call the callback on every rank at the same global step, which is what
+the monitor needs: rank 0 probes and shares the record, and the verdict is logged once (see
+:mod:`attnprobe.monitor`; ``tests/test_distributed_monitor.py`` runs both under ``torchrun``).
 """
 
 from __future__ import annotations

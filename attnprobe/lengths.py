@@ -82,3 +82,30 @@ def checked_lengths(lengths: torch.Tensor | Sequence[int] | None, batch: int, si
         raise ValueError(f"{name}={lengths.tolist()} does not fit a batch of {batch} padded to "
                          f"{size}; pass one length in [{minimum}, {size}] per item")
     return lengths
+
+
+def lengths_from_attention_mask(mask: object, batch: int, frames: int) -> torch.Tensor | None:
+    """``(batch,)`` valid key frames of a mask whose meaning is not known in advance, or ``None``.
+
+    Accepts the masks blocks receive in practice: ``(batch, frames)`` key-padding masks and
+    ``(batch, [heads,] queries, frames)`` attention masks; boolean or 0/1 (either polarity) or
+    additive (0 where attended, a large negative number where not; a float mask of only 0 and 1
+    counts as 0/1). A key is valid when some
+    query may attend it; which boolean value means "attend" is read from the first key of the
+    first query, which a right-padded sequence always attends. ``None`` when the mask has another
+    shape, is not right-padded, or leaves a sequence no valid key.
+    """
+    if not isinstance(mask, torch.Tensor) or mask.is_nested or not 2 <= mask.dim() <= 4:
+        return None
+    if mask.shape[0] != batch or mask.shape[-1] != frames:
+        return None
+    if mask.is_floating_point() and not bool(((mask == 0) | (mask == 1)).all()):
+        attended = mask > -1e3
+    else:
+        first = mask.reshape(batch, -1)[:, :1]
+        attended = mask == first.view(batch, *(1,) * (mask.dim() - 1))
+    keys = attended.reshape(batch, -1, frames).any(dim=1)
+    valid = keys.sum(dim=1)
+    if bool((valid == 0).any()) or not torch.equal(keys, valid_mask(valid, frames)):
+        return None
+    return valid.long()

@@ -1,11 +1,13 @@
 """Switches of a model that probes flip for the duration of a measurement, and restore exactly:
-eval mode (no dropout, fixed batch-norm statistics) and frozen parameters."""
+eval mode (no dropout, fixed batch-norm statistics), frozen parameters, and the global random
+state (for passes the user did not ask for, such as discovering a model's structure)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 
@@ -19,6 +21,23 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in flags.items():
             module.training = training
+
+
+@contextmanager
+def private_random_state(model: nn.Module) -> Iterator[None]:
+    """Restore the global random state (CPU and the model's CUDA devices) afterwards."""
+    devices = sorted({parameter.device.index or 0 for parameter in model.parameters()
+                      if parameter.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
+@contextmanager
+def side_pass(model: nn.Module) -> Iterator[None]:
+    """A forward pass on the side (a trial, a count): eval mode, no gradients, and the global
+    random state as it was before, whatever the pass draws."""
+    with evaluation_mode(model), torch.no_grad(), private_random_state(model):
+        yield
 
 
 @contextmanager

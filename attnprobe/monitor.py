@@ -30,6 +30,16 @@ same rule), in eval mode (every submodule's train/eval flag is restored):
 
 Probing draws no random numbers from the global generators and updates no batch-norm statistics,
 so a run with a monitor trains exactly as the same run without one.
+
+Under DDP (``torch.distributed`` initialised, more than one rank), call ``step`` on every rank, as
+the framework callbacks do: rank 0 probes its own copy of the model (the replicas are identical)
+while the other ranks wait, then every rank receives the record, so ``history`` and ``flip`` agree
+everywhere; only rank 0 writes ``log_path`` and calls ``on_flip``, so the verdict is logged once.
+The exchange runs on a gloo group of its own with a timeout (``timeout_s``): no rank waits forever
+for another, and a probe that fails on rank 0 fails on every rank with its reason. The probe
+differentiates with respect to the probe batch only and calls the inner model, never the DDP
+wrapper, so DDP's gradient synchronisation never sees it. ``distributed=False`` probes on whichever
+rank calls ``step``, alone.
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +162,9 @@ class FlipMonitor:
             ``False`` decides by the frame mapping alone.
         adapter: a site map (class or instance) or adapter to use instead of the automatic choice.
         runner: a runner to use instead of the site map's (see :mod:`attnprobe.adapters.runner`).
+        distributed: share rank 0's probe with every rank of an initialised process group
+            (``None``: whenever there is one with several ranks; ``False``: probe locally).
+        timeout_s: how long a rank waits for rank 0's probe before raising.
 
     Attributes:
         history: every :class:`MonitorRecord`, oldest first.
@@ -162,7 +176,8 @@ class FlipMonitor:
                  log_path: str | Path | None = None, projections: int | None = 4,
                  max_frames: int | None = 48, threshold: float = REVERSAL_THRESHOLD,
                  with_gradient_maps: bool = True, adapter: Any = None,
-                 runner: Any = None) -> None:
+                 runner: Any = None, distributed: bool | None = None,
+                 timeout_s: float = 1800.0) -> None:
         if every < 1:
             raise ValueError(f"every must be a positive number of steps, got {every}")
         self.model = model
@@ -173,11 +188,16 @@ class FlipMonitor:
         self.projections = projections
         self.max_frames = max_frames
         self.threshold = threshold
-        self.adapter = resolve_adapter(model, adapter, runner)
+        self.adapter = resolve_adapter(model, adapter, runner, example=self.probe_batch)
         self.uses_gradient_maps = (with_gradient_maps and self.adapter.site_map.has_decoder
                                    and self.probe_batch.labels is not None)
         self.history: list[MonitorRecord] = []
         self.flip: FlipEvent | None = None
+        self.distributed = distributed
+        self.timeout_s = timeout_s
+        self._exchange: Any = None
+        if _sharing_ranks(distributed) is not None:
+            self._exchange_group()
 
     def step(self, step: int) -> MonitorRecord | None:
         """Probe if ``step`` is a multiple of ``every`` and was not just probed; returns the
@@ -193,7 +213,32 @@ class FlipMonitor:
     __call__ = step
 
     def probe(self, step: int) -> MonitorRecord:
-        """Probe now, whatever the step; log it and report a first flip."""
+        """Probe now, whatever the step; log it and report a first flip (under DDP: rank 0 probes,
+        every rank gets the record)."""
+        ranks = _sharing_ranks(self.distributed)
+        if ranks is None:
+            record = self.measure(step)
+            self._accept(record, speaks=True)
+            return record
+        rank, _ = ranks
+        payload: tuple[str, Any] | None = None
+        failure: BaseException | None = None
+        if rank == 0:
+            try:
+                payload = ("record", self.measure(step))
+            except Exception as error:  # noqa: BLE001 - the other ranks must hear of it too
+                failure = error
+                payload = ("error", f"{type(error).__name__}: {error}")
+        kind, value = self._share(payload, step)
+        if kind == "error":
+            if failure is not None:
+                raise failure
+            raise RuntimeError(f"rank 0's FlipMonitor probe at step {step} failed: {value}")
+        self._accept(value, speaks=rank == 0)
+        return value
+
+    def measure(self, step: int) -> MonitorRecord:
+        """Run the probes now and return what they measured (nothing is logged or kept)."""
         started = time.perf_counter()
         report = reversal_report(self.model, self.probe_batch, projections=self.projections,
                                  threshold=self.threshold, max_frames=self.max_frames,
@@ -203,7 +248,7 @@ class FlipMonitor:
         diagonality = report.diagonality
         cross = report.cross_attention
         maps = report.gradient_maps
-        record = MonitorRecord(
+        return MonitorRecord(
             step=int(step),
             reversal_scores=[float(score) for score in report.frame_mapping.scores],
             reversed_at=report.reversed_at,
@@ -217,15 +262,58 @@ class FlipMonitor:
             gradient_map_scores=_nested_floats(maps.scores) if maps is not None else None,
             decided_by=report.decided_by,
         )
+
+    def _accept(self, record: MonitorRecord, speaks: bool) -> None:
+        """Keep ``record``; where this process ``speaks``, log it and report a first flip."""
         self.history.append(record)
-        if self.log_path is not None:
+        if speaks and self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             with self.log_path.open("a") as log:
                 log.write(json.dumps(record.to_dict()) + "\n")
         if self.flip is None and record.reversed_at is not None:
             self.flip = FlipEvent(record.step, record.reversed_at, record)
-            self.on_flip(self.flip)
-        return record
+            if speaks:
+                self.on_flip(self.flip)
+
+    def _share(self, payload: tuple[str, Any] | None, step: int) -> tuple[str, Any]:
+        """Rank 0's ``payload``, on every rank, through the monitor's own gloo group."""
+        import torch.distributed as dist
+
+        box = [payload]
+        try:
+            dist.broadcast_object_list(box, src=0, group=self._exchange_group())
+        except RuntimeError as error:
+            raise RuntimeError(f"FlipMonitor on rank {dist.get_rank()} waited in vain for rank "
+                               f"0's probe at step {step} (timeout {self.timeout_s:g} s): call "
+                               f"monitor.step on every rank, or pass distributed=False; "
+                               f"{str(error).splitlines()[0]}") from error
+        assert box[0] is not None
+        return box[0]
+
+    def _exchange_group(self) -> Any:
+        """The monitor's gloo group (creating it is collective: every rank builds its monitor, or,
+        where the process group starts later, as in Lightning, reaches its first probe, at the
+        same point)."""
+        if self._exchange is None:
+            import torch.distributed as dist
+
+            self._exchange = dist.new_group(backend="gloo",
+                                            timeout=timedelta(seconds=self.timeout_s))
+        return self._exchange
+
+
+def _sharing_ranks(distributed: bool | None) -> tuple[int, int] | None:
+    """``(rank, world size)`` when probes are shared between ranks, else ``None``."""
+    if distributed is False:
+        return None
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        if distributed:
+            raise RuntimeError("FlipMonitor(distributed=True) needs an initialised process group "
+                               "with at least two ranks (torch.distributed.init_process_group)")
+        return None
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _to_device(batch: SpeechBatch, model: nn.Module) -> SpeechBatch:

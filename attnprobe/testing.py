@@ -35,6 +35,7 @@ from .adapters import (
     register_adapter,
     registry,
     resolve_adapter,
+    resolve_site_map,
 )
 from .capture import AttentionCapture, AttentionEmitter, Remover, pick_tensor, replace_tensor
 from .sites import SiteFilter, site_matcher
@@ -51,18 +52,23 @@ def reversal(length: int) -> torch.Tensor:
 
 
 @contextmanager
-def plant_permutation(model: nn.Module, after_block: int, permutation: Permutation
-                      ) -> Iterator[None]:
+def plant_permutation(model: nn.Module, after_block: int, permutation: Permutation, *,
+                      adapter: Adapter | SiteMap | None = None,
+                      input_lengths: torch.Tensor | None = None) -> Iterator[None]:
     """Permute the valid frames of the output of encoder block ``after_block``.
 
     Args:
         model: any supported model.
         after_block: index of the encoder block (site ``encoder.{after_block}``).
         permutation: per valid length, which frame each output frame takes; padding stays put.
+        adapter: whose sites and lengths to use (default: the site map found for ``model``).
+        input_lengths: ``(batch,)`` valid input frames of the batch that will run, for models
+            whose encoder call reveals no padding (Whisper): only the encoder frames that carry
+            audio are permuted, as the probes see them.
     """
-    site_map = find_site_map(model)
+    site_map = find_site_map(model) if adapter is None else resolve_site_map(model, adapter)
     binding = _binding(site_map, f"encoder.{after_block}")
-    lengths = _LengthWatcher(site_map)
+    lengths = _LengthWatcher(site_map, input_lengths)
 
     def permute(output: Any) -> Any:
         tensor = pick_tensor(output, binding.output_index)
@@ -82,9 +88,13 @@ def plant_permutation(model: nn.Module, after_block: int, permutation: Permutati
 
 
 @contextmanager
-def plant_reversal(model: nn.Module, after_block: int) -> Iterator[None]:
-    """Reverse in time the valid frames of encoder block ``after_block``'s output."""
-    with plant_permutation(model, after_block, reversal):
+def plant_reversal(model: nn.Module, after_block: int, *,
+                   adapter: Adapter | SiteMap | None = None,
+                   input_lengths: torch.Tensor | None = None) -> Iterator[None]:
+    """Reverse in time the valid frames of encoder block ``after_block``'s output (arguments as in
+    :func:`plant_permutation`)."""
+    with plant_permutation(model, after_block, reversal, adapter=adapter,
+                           input_lengths=input_lengths):
         yield
 
 
@@ -221,6 +231,12 @@ def _known(lengths: Mapping[str, torch.Tensor], axis: str, batch: int, frames: i
     return torch.full((batch,), frames, dtype=torch.long)
 
 
+def _fits(lengths: Mapping[str, torch.Tensor], axis: str, frames: torch.Tensor) -> bool:
+    known = lengths.get(axis)
+    return (known is not None and known.numel() == frames.shape[0]
+            and int(known.max()) <= frames.shape[1])
+
+
 def _recording(function: Callable[[tuple, Mapping[str, Any]], Mapping[str, torch.Tensor]],
                into: dict[str, torch.Tensor]
                ) -> Callable[[tuple, Mapping[str, Any]], Mapping[str, torch.Tensor]]:
@@ -235,9 +251,10 @@ def _recording(function: Callable[[tuple, Mapping[str, Any]], Mapping[str, torch
 class _LengthWatcher:
     """Records the valid lengths the adapter derives from each forward call, while entered."""
 
-    def __init__(self, site_map: SiteMap) -> None:
+    def __init__(self, site_map: SiteMap, input_lengths: torch.Tensor | None = None) -> None:
         self.entries = site_map.length_entries()
         self.lengths: dict[str, torch.Tensor] = {}
+        self.given = {} if input_lengths is None else site_map.lengths_for_inputs(input_lengths)
         self.handles: list[Any] = []
 
     def __enter__(self) -> _LengthWatcher:
@@ -261,8 +278,10 @@ class _LengthWatcher:
         self.handles.clear()
 
     def get(self, axis: str, frames: torch.Tensor) -> torch.Tensor:
-        """Valid lengths along ``axis`` for batch-first ``frames``; the full length if unknown."""
-        return _known(self.lengths, axis, frames.shape[0], frames.shape[1])
+        """Valid lengths along ``axis`` for batch-first ``frames`` (the given ones first, as in
+        the trace); the full length if unknown."""
+        source = self.given if _fits(self.given, axis, frames) else self.lengths
+        return _known(source, axis, frames.shape[0], frames.shape[1])
 
 
 def _permutation_index(lengths: torch.Tensor, frames: int, permutation: Permutation,

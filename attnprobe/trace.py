@@ -12,6 +12,11 @@ Usage::
 Nothing the model computes changes: hooks only read tensors (attention captures that need a
 switch flipped restore it on exit), and every hook the trace installed is removed when the
 ``with`` block ends, normally or by exception. Hooks others installed are never touched.
+
+A trace belongs to the thread that entered it (calls from other threads stay out of its records;
+a second thread's trace of the same model is refused), and a call through a ``torch.compile``
+wrapper of the traced model ends it with an error that says what to call instead
+(:mod:`attnprobe.trace_guard`).
 """
 
 from __future__ import annotations
@@ -25,14 +30,14 @@ from torch import nn
 
 from .adapters import resolve_site_map
 from .capture import AttentionEmitter, Remover, hook_activating, pick_argument, pick_tensor
-from .errors import MemoryBudgetExceeded
+from .errors import MemoryBudgetExceeded, UnsupportedModelError
 from .records import Captured, Record
 from .reducers import StreamingReducer
 from .sites import Site, SiteFilter, format_sites, site_matcher
+from .trace_guard import TraceGuard
 
 DEFAULT_MEMORY_BUDGET = 4 * 2**30
 CAPTURE_KINDS = ("output", "input", "attention")
-
 
 class Trace:
     """Hooks on one model for the duration of a ``with`` block. Build it with :func:`trace`."""
@@ -52,6 +57,7 @@ class Trace:
         store: bool = True,
         memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
         adapter: Any = None,
+        input_lengths: torch.Tensor | None = None,
     ) -> None:
         if capture is not None:
             capture = set(capture)
@@ -73,26 +79,46 @@ class Trace:
         self.all_sites: list[Site] = []
         self._removers: list[Remover] = []
         self._lengths: dict[str, torch.Tensor] = {}
+        self._input_lengths = input_lengths
+        self._given_lengths: dict[str, torch.Tensor] = {}
         self._stored_bytes = 0
         self._pending_attention: set[str] = set()
         self._active = False
+        self._guard = TraceGuard(model)
 
     # ----------------------------------------------------------------- context management
     def __enter__(self) -> Trace:
         if self._active:
             raise RuntimeError("this trace is already active; create a new attnprobe.trace(...)")
-        site_map = resolve_site_map(self.model, self._adapter)
+        self._guard.claim()
+        try:
+            site_map = resolve_site_map(self.model, self._adapter)
+        except BaseException:
+            self._guard.release()
+            raise
         self.site_map = site_map
         bindings = site_map.bindings()
         self.all_sites = [binding.site for binding in bindings]
         chosen = [binding for binding in bindings if self._select(binding.site)]
+        if not bindings:
+            self._guard.release()
+            raise UnsupportedModelError(
+                f"the {getattr(site_map, 'family', '?')} site map found no sites in "
+                f"{type(self.model).__name__}; attnprobe.describe(model) says what it looked for "
+                f"and what it found")
         if not chosen:
+            self._guard.release()
             raise ValueError(
                 "the site selection matched nothing; available sites:\n"
                 + format_sites(self.all_sites)
             )
         self._active = True
         try:
+            if self._input_lengths is not None:
+                self._given_lengths = {
+                    axis: value.detach().long().cpu()
+                    for axis, value in site_map.lengths_for_inputs(self._input_lengths).items()}
+            self._removers.append(self._guard.install_compile_check())
             for entry in site_map.length_entries():
                 self._install_length_entry(entry.module, entry.lengths)
             for binding in chosen:
@@ -103,8 +129,9 @@ class Trace:
             raise
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc_info: object) -> None:
         self._remove_all()
+        self._guard.verdict(failed=exc_type is not None)
 
     def _remove_all(self) -> None:
         errors: list[BaseException] = []
@@ -116,6 +143,7 @@ class Trace:
                 errors.append(error)
         self._active = False
         self._lengths = {}
+        self._guard.release()
         if errors:
             raise errors[0]
 
@@ -123,6 +151,8 @@ class Trace:
     def _install_length_entry(self, module: nn.Module,
                               lengths: Callable[[tuple, Mapping[str, Any]], Mapping]) -> None:
         def before_forward(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if not self._guard.in_own_thread():
+                return
             found = lengths(args, kwargs)
             self._lengths.update({key: value.detach().long() for key, value in found.items()
                                   if value is not None})
@@ -180,6 +210,9 @@ class Trace:
         return site.stack
 
     def _lengths_for(self, axis: str, batch: int, frames: int) -> tuple[torch.Tensor, bool]:
+        given = self._given_lengths.get(axis)
+        if given is not None and given.numel() == batch and int(given.max()) <= frames:
+            return given, True
         known = self._lengths.get(axis)
         if known is not None and known.numel() == batch and int(known.max()) <= frames:
             return known, True
@@ -187,6 +220,12 @@ class Trace:
 
     def _take(self, site: Site, what: str, tensor: torch.Tensor,
               key_frames: int | None = None) -> None:
+        if not self._guard.in_own_thread():
+            return
+        if tensor.is_nested:
+            # torch's nested fast path (nn.TransformerEncoder with a padding mask): records are
+            # dense, zero-padded, like every other padded batch.
+            tensor = tensor.to_padded_tensor(0.0)
         if tensor.dim() < 2:
             return
         lengths, known = self._lengths_for(self._axis_lengths(site, what), tensor.shape[0],
@@ -235,6 +274,8 @@ class Trace:
         )
 
     def _reserve_attention(self, site: Site, shape: tuple[int, ...], dtype: torch.dtype) -> bool:
+        if not self._guard.is_own_thread():
+            return False  # another thread's call: nothing is computed for it
         if not self._store:
             return bool(self._reducers)
         element = torch.empty((), dtype=dtype).element_size()
@@ -327,14 +368,15 @@ def trace(
     store: bool = True,
     memory_budget: int | None = DEFAULT_MEMORY_BUDGET,
     adapter: Any = None,
+    input_lengths: torch.Tensor | None = None,
 ) -> Trace:
     """Trace ``model``: use as ``with attnprobe.trace(model) as t: model(...)``.
 
     Args:
         model: any supported model (attnprobe's Conformer AED, Hugging Face Whisper / Wav2Vec2 /
             HuBERT / Wav2Vec2-Conformer / Speech2Text / Parakeet, torchaudio Conformer / Emformer /
-            wav2vec2 / HuBERT), or any model with ``nn.MultiheadAttention`` or Hugging Face
-            attention modules (generic fallback).
+            wav2vec2 / HuBERT), or any model with a stack of attention blocks (the generic site
+            map finds its sites by structure; ``attnprobe.describe(model)`` shows them).
         sites: which sites to trace: ``None`` (all), a glob such as ``"encoder.*.self_attn"``,
             a list of globs, or a callable ``Site -> bool``.
         kind: keep only this site kind or these kinds (``"self_attn"``, ``"cross_attn"``,
@@ -353,10 +395,14 @@ def trace(
             probabilities are materialised); ``None`` for no limit. Default 4 GiB.
         adapter: an :class:`attnprobe.adapters.SiteMap` class or instance (or an
             :class:`attnprobe.adapters.Adapter`) to use instead of the automatic choice.
+        input_lengths: ``(batch,)`` valid frames (or samples) of the batch you will run, as the
+            feature extractor gave them. For models whose encoder gets no padding mask (Whisper
+            pads every input to 30 s), the site map turns them into the valid encoder frames, so
+            that records mark the padding as padding; they win over what the call reveals.
 
     Returns:
         The :class:`Trace`; its records fill while the ``with`` block runs.
     """
     return Trace(model, sites, kind=kind, stack=stack, layer=layer, capture=capture,
                  device=device, attach=attach, reducers=reducers, store=store,
-                 memory_budget=memory_budget, adapter=adapter)
+                 memory_budget=memory_budget, adapter=adapter, input_lengths=input_lengths)

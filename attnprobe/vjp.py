@@ -51,7 +51,8 @@ def batched_vjp(
             that only the reduction (e.g. a norm over features) stays in memory.
         retain_graph: keep the graph after the last chunk, to take more gradients from the same
             forward pass (e.g. of several blocks' outputs).
-        max_chunk_size: the largest chunk the search may try (bounds memory).
+        max_chunk_size: the largest chunk the search may try, and the cap of a given
+            ``chunk_size`` (it bounds memory).
 
     Returns:
         One tensor per input: ``(k, *input.shape)``, or ``(k, ...)`` after ``reduce``.
@@ -66,7 +67,8 @@ def batched_vjp(
     pieces: list[list[torch.Tensor]] = [[] for _ in input_tuple]
     largest = max(1, min(total, max_chunk_size or total))
     searching = chunk_size is None
-    size = 1 if searching else max(1, min(chunk_size or 1, total))
+    # A fixed chunk is capped too: max_chunk_size is the memory bound, whoever picks the size.
+    size = 1 if searching else max(1, min(chunk_size or 1, largest))
     best_rate = float("inf")
     start = 0
     while start < total:

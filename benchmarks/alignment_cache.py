@@ -3,25 +3,29 @@
 The expensive part of gradient alignment is the batched backward; the Viterbi over a score matrix
 takes milliseconds. :func:`utterance_scores` therefore runs the model once per utterance and input
 (10 ms log-mel features, 20 ms encoder input), times it, and stores the score matrices with the
-cross-attention DTW baseline's word times in ``<cache>/<utterance id>.npz``, keyed by the model and
-transcript so that a changed corpus or model is recomputed, not reused. Every alignment variant the
+cross-attention DTW baseline's word times in ``<cache>/<utterance id>.npz``, keyed by everything
+that changes them (the scoring code's hash, the model, the settings, the transcript's tokens, the
+audio's bytes, the torch version), so that a rerun after any change recomputes, never reuses. Every alignment variant the
 evaluation compares (blank scoring, normalisation over time) then runs on the stored matrices.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from attnprobe.alignment import DEFAULT_SETTINGS
 from attnprobe.alignment.scoring import gradient_scores, model_forward
 from attnprobe.batch import SpeechBatch
 from attnprobe.loading import LoadedModel, Transcript
 from attnprobe.reporting.alignments import by_cross_attention
+from benchmarks.code_version import code_version
 from benchmarks.corpus import Manifest, read_wav
 from benchmarks.corpus.manifest import Utterance
 
@@ -56,13 +60,16 @@ def utterance_scores(loaded: LoadedModel, manifest: Manifest, utterance: Utteran
     """The stored scores of ``utterance`` when ``cache`` holds them for this model and text, else
     computed (and stored when ``cache`` is given)."""
     transcript = loaded.transcript(utterance.text)
-    key = json.dumps({"model": loaded.name, "tokens": transcript.tokens, "wav": utterance.wav})
+    samples, rate = read_wav(manifest.wav_path(utterance))
+    key = json.dumps({"code": code_version(), "torch": torch.__version__, "model": loaded.name,
+                      "settings": repr(DEFAULT_SETTINGS), "inputs": INPUTS,
+                      "tokens": transcript.tokens,
+                      "audio": hashlib.sha1(np.ascontiguousarray(samples).tobytes()).hexdigest()})
     path = None if cache is None else cache / f"{utterance.id}.npz"
     if path is not None and path.exists():
         stored = np.load(path, allow_pickle=False)
         if str(stored["key"]) == key:
             return _from_arrays(stored)
-    samples, rate = read_wav(manifest.wav_path(utterance))
     if rate != loaded.sample_rate:
         raise ValueError(f"{utterance.wav} is at {rate} Hz but the model reads "
                          f"{loaded.sample_rate} Hz; rebuild the corpus with "

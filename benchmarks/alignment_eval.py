@@ -52,6 +52,7 @@ from .alignment_variants import (
     tuning_grid,
     variant_errors,
 )
+from .results_file import write_results
 
 Row = tuple[str, TimestampErrors, float]
 
@@ -173,12 +174,8 @@ def main() -> None:
     print(text)
     if arguments.figure is not None:
         save_figure(arguments.figure, chosen, items[arguments.tune])
-    if arguments.out is not None:
-        command = "python " + " ".join(sys.argv)
-        Path(arguments.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(arguments.out).write_text(
-            f"# Alignment evaluation: Whisper tiny.en\n\nCommand:\n\n    {command}\n\n"
-            f"```\n{text}\n```\n")
+    write_results(None if arguments.out is None else Path(arguments.out),
+                  f"Alignment evaluation: {model_name}", f"```\n{text}\n```")
 
 
 if __name__ == "__main__":

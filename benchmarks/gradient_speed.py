@@ -13,7 +13,11 @@ For S labels on a T-frame log-mel input, prints side by side the time of
 the ratios, whether the three score matrices agree, and where the time goes: the FLOPs of the
 forward and of one label's backward, this machine's measured matmul rate, and the time the FLOPs
 alone need (no exact method can beat it, since every label's gradient costs a full backward).
-``--profile`` adds the top operators of one per-label backward and of one batched chunk.
+``--profile`` adds the top operators of one per-label backward and of one batched chunk. The FLOP
+count includes attention: torch's counter knows the fused attention kernels of CUDA but not the
+CPU one (``_scaled_dot_product_flash_attention_for_cpu``), so its formulas are registered here.
+Times are the median (range) over ``--repeats``; writes ``benchmarks/results/gradient_speed.md``
+(``--out``).
 
 Models: attnprobe's Conformer AED (mid-size: 6 blocks, d_model 256) and a randomly initialised
 Whisper-tiny-shaped model through the Hugging Face adapter (skipped with a note when transformers
@@ -30,15 +34,25 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    register_flop_formula,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
 
-from attnprobe.alignment.scoring import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from attnprobe.alignment.scoring import (  # noqa: E402
     LabelForward,
     gradient_scores,
     model_forward,
@@ -51,28 +65,50 @@ from attnprobe.alignment.scoring.label_batches import (
     largest_chunk,
 )
 from attnprobe.batch import SpeechBatch
+from benchmarks.results_file import RESULTS, Ratio, recorded_output, spread, write_results
 
 TARGET_SPEEDUP = 4.0
 
 
 @dataclass
 class Timing:
-    """Best wall-clock and process-CPU seconds over the repeats, and the scores of the last run."""
+    """Wall-clock and process-CPU seconds of every repeat, and the scores of the last run."""
 
-    wall: float
-    cpu: float
+    walls: list[float]
+    cpus: list[float]
     scores: torch.Tensor
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.walls)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpus)
+
+
+@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu)
+def _cpu_attention_flops(query_shape: tuple, key_shape: tuple, value_shape: tuple, *_: object,
+                         out_shape: object = None, **__: object) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+@register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
+def _cpu_attention_backward_flops(grad_out_shape: tuple, query_shape: tuple, key_shape: tuple,
+                                  value_shape: tuple, *_: object, out_shape: object = None,
+                                  **__: object) -> int:
+    return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
 def timed(run: Callable[[], torch.Tensor], repeats: int) -> Timing:
-    best_wall = best_cpu = float("inf")
+    walls, cpus = [], []
     scores = torch.empty(0)
     for _ in range(repeats):
         wall, cpu = time.perf_counter(), time.process_time()
         scores = run()
-        best_wall = min(best_wall, time.perf_counter() - wall)
-        best_cpu = min(best_cpu, time.process_time() - cpu)
-    return Timing(best_wall, best_cpu, scores)
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return Timing(walls, cpus, scores)
 
 
 def conformer_case(frames: int, labels: int) -> tuple[nn.Module, SpeechBatch]:
@@ -195,11 +231,11 @@ def run_case(name: str, model: nn.Module, batch: SpeechBatch, repeats: int, prof
                "loop": timed(lambda: loop_scores(forward), repeats)}
     if captum_note is None:
         results["captum"] = timed(captum_scores(model, batch), repeats)
-    print(f"  {'method':<8} {'wall s':>8} {'cpu s':>8} {'loop/x wall':>12} {'loop/x cpu':>11}")
+    print(f"  median (range) over {repeats} repeats")
+    print(f"  {'method':<8} {'wall s':>20} {'cpu s':>20} {'loop/x wall':>24}")
     for method, timing in results.items():
-        print(f"  {method:<8} {timing.wall:8.2f} {timing.cpu:8.2f} "
-              f"{results['loop'].wall / timing.wall:11.2f}x "
-              f"{results['loop'].cpu / timing.cpu:10.2f}x")
+        print(f"  {method:<8} {spread(timing.walls):>20} {spread(timing.cpus):>20} "
+              f"{'-' if method == 'loop' else str(Ratio.of(results['loop'].walls, timing.walls)):>24}")
     if captum_note is not None:
         print(f"  captum: skipped ({captum_note})")
     print(f"  labels per backward: vmap {largest}, the most the default "
@@ -218,7 +254,7 @@ def run_case(name: str, model: nn.Module, batch: SpeechBatch, repeats: int, prof
     total = forward_flops + labels * backward_flops
     wall_rate, cpu_rate = matmul_rates()
     loop = results["loop"]
-    print(f"  FLOPs (matmuls, convolutions): forward {forward_flops / 1e9:.1f} G, one label's "
+    print(f"  FLOPs (matmuls, convolutions, attention): forward {forward_flops / 1e9:.1f} G, one label's "
           f"backward {backward_flops / 1e9:.1f} G; forward + {labels} backwards = "
           f"{total / 1e9:.0f} G for the loop and the batched backward alike")
     print(f"  matmul rate here: {wall_rate / 1e9:.0f} GFLOP per wall s, {cpu_rate / 1e9:.0f} GFLOP "
@@ -234,7 +270,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--labels", type=int, default=40)
     parser.add_argument("--frames", type=int, default=3000, help="10 ms log-mel frames")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS / "gradient_speed.md",
+                        help="results file (markdown)")
     parser.add_argument("--models", nargs="+", default=["conformer", "whisper"],
                         choices=["conformer", "whisper"])
     parser.add_argument("--profile", action="store_true", help="top operators of the backwards")
@@ -243,13 +281,16 @@ def main() -> None:
                    else "captum is not installed: pip install captum")
     cases = {"conformer": ("attnprobe Conformer AED (6 blocks, d_model 256)", conformer_case),
              "whisper": ("Whisper-tiny shape, random weights (hf-whisper adapter)", whisper_case)}
-    for key in arguments.models:
-        title, build = cases[key]
-        if key == "whisper" and importlib.util.find_spec("transformers") is None:
-            print(f"\n== {title}: skipped, transformers is not installed ==")
-            continue
-        model, batch = build(arguments.frames, arguments.labels)
-        run_case(title, model, batch, arguments.repeats, arguments.profile, captum_note)
+    with recorded_output() as printed:
+        for key in arguments.models:
+            title, build = cases[key]
+            if key == "whisper" and importlib.util.find_spec("transformers") is None:
+                print(f"\n== {title}: skipped, transformers is not installed ==")
+                continue
+            model, batch = build(arguments.frames, arguments.labels)
+            run_case(title, model, batch, arguments.repeats, arguments.profile, captum_note)
+    write_results(arguments.out, "Gradient score matrix: batched vs a backward per label",
+                  f"```\n{printed.getvalue().strip()}\n```")
 
 
 if __name__ == "__main__":

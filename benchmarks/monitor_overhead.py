@@ -11,7 +11,8 @@ frames per utterance (``--max-frames``). Reported per variant (frame-mapping pro
 frame, with and without the gradient maps that let the decoder outvote the frame mapping): the
 median probe time, its ratio to a training step, and the overhead amortised over ``--every`` steps.
 CPU seconds (``time.process_time``) are given next to wall-clock seconds because the wall clock of
-a shared machine says more about the neighbours than about the code.
+a shared machine says more about the neighbours than about the code; each is the median (range)
+over ``--repeats``. Writes ``benchmarks/results/monitor_overhead.md`` (``--out``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnprobe.models import ConformerAED, ConformerAEDConfig
-from attnprobe.monitor import FlipMonitor
+from attnprobe.models import ConformerAED, ConformerAEDConfig  # noqa: E402
+from attnprobe.monitor import FlipMonitor  # noqa: E402
+from benchmarks.results_file import RESULTS, Ratio, spread, write_results  # noqa: E402
 
 
 def speech_batch(size: int, frames: int, labels: int, seed: int) -> tuple[torch.Tensor, ...]:
@@ -37,8 +39,8 @@ def speech_batch(size: int, frames: int, labels: int, seed: int) -> tuple[torch.
             torch.randint(2, 30, (size, labels), generator=generator), torch.full((size,), labels))
 
 
-def timed(action: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Median wall and CPU seconds of ``action`` over ``repeats`` calls, after one warm-up call."""
+def timed(action: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of ``action`` per call over ``repeats`` calls, after a warm-up call."""
     action()
     walls, cpus = [], []
     for _ in range(repeats):
@@ -46,12 +48,14 @@ def timed(action: Callable[[], object], repeats: int) -> tuple[float, float]:
         action()
         walls.append(time.perf_counter() - wall)
         cpus.append(time.process_time() - cpu)
-    return statistics.median(walls), statistics.median(cpus)
+    return walls, cpus
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS / "monitor_overhead.md",
+                        help="results file (markdown)")
     parser.add_argument("--every", type=int, default=50, help="monitor interval for the amortised figure")
     parser.add_argument("--frames", type=int, default=360)
     parser.add_argument("--labels", type=int, default=35)
@@ -71,24 +75,31 @@ def main() -> None:
         loss.backward()
         optimizer.step()
 
-    step_wall, step_cpu = timed(training_step, arguments.repeats)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); batch 16 x "
-          f"{arguments.frames} frames x {arguments.labels} labels; probe batch 2 utterances, "
-          f"frame mapping on {arguments.max_frames} frames each")
-    print(f"plain training step: {step_wall:.3f} s wall, {step_cpu:.3f} s CPU")
-    print("| projections | gradient maps | probe wall s | probe CPU s | probe / step (CPU) | "
-          f"overhead at every={arguments.every} (CPU) |")
-    print("|---|---|---|---|---|---|")
+    step_walls, step_cpus = timed(training_step, arguments.repeats)
+    step_cpu = statistics.median(step_cpus)
+    lines = [f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); batch 16 x "
+             f"{arguments.frames} frames x {arguments.labels} labels; probe batch 2 utterances, "
+             f"frame mapping on {arguments.max_frames} frames each; median (range) over "
+             f"{arguments.repeats} repeats.",
+             f"Plain training step: {spread(step_walls)} s wall, {spread(step_cpus)} s CPU.", "",
+             "| projections | gradient maps | probe wall s | probe CPU s | probe / step (CPU) | "
+             f"overhead at every={arguments.every} (CPU) |", "|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
     probe = speech_batch(2, arguments.frames, arguments.labels, seed=2)
     for projections in arguments.projections:
         for with_maps in (False, True):
             monitor = FlipMonitor(model, probe, every=1, on_flip=lambda event: None,
                                   projections=projections, max_frames=arguments.max_frames,
                                   with_gradient_maps=with_maps)
-            probe_wall, probe_cpu = timed(lambda monitor=monitor: monitor.probe(0), arguments.repeats)
-            print(f"| {projections} | {'yes' if with_maps else 'no'} | {probe_wall:.3f} | "
-                  f"{probe_cpu:.3f} | {probe_cpu / step_cpu:.2f}x | "
-                  f"{100 * probe_cpu / (arguments.every * step_cpu):.1f}% |")
+            probe_walls, probe_cpus = timed(lambda monitor=monitor: monitor.probe(0),
+                                            arguments.repeats)
+            ratio = Ratio.of(probe_cpus, step_cpus)
+            lines.append(f"| {projections} | {'yes' if with_maps else 'no'} | "
+                         f"{spread(probe_walls)} | {spread(probe_cpus)} | {ratio} | "
+                         f"{100 * statistics.median(probe_cpus) / (arguments.every * step_cpu):.1f}"
+                         f"% |")
+            print(lines[-1], flush=True)
+    write_results(arguments.out, "FlipMonitor overhead", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class Ratio:
         return text + " within noise" if self.within_noise else text
 
 
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
 def spread(values: Sequence[float]) -> str:
     """``median (min-max)`` of a list of measurements."""
     return f"{statistics.median(values):.3g} ({min(values):.3g}-{max(values):.3g})"
@@ -72,13 +75,16 @@ def machine() -> str:
 
 
 def command() -> str:
-    """The command line that ran this benchmark, to put beside its numbers."""
-    module = Path(sys.argv[0]).resolve()
+    """The command line that ran this benchmark, to put beside its numbers, in the form that runs
+    from the repository root whether the script was started as a file or a module
+    (``python -m benchmarks.x``: the benchmarks import each other as a package)."""
+    script = Path(sys.argv[0]).resolve()
     try:
-        shown = str(module.relative_to(Path.cwd()))
+        relative = script.relative_to(REPOSITORY)
     except ValueError:
-        shown = str(module)
-    return shlex.join(["python", shown, *sys.argv[1:]])
+        return shlex.join(["python", script.name, *sys.argv[1:]])
+    module = ".".join(relative.with_suffix("").parts)
+    return shlex.join(["python", "-m", module, *sys.argv[1:]])
 
 
 def write_results(path: Path | None, title: str, body: str) -> None:

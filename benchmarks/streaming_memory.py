@@ -15,7 +15,10 @@ gradients. Variants, each in a fresh process so that peaks do not mix:
 
 Memory: growth of the process's peak resident set size (``ru_maxrss``) from just before the
 forward pass to just after the results (torch's CPU tensors bypass ``tracemalloc``), plus the bytes
-the trace's records hold. The streamed and stored results must be identical.
+the trace's records hold; median and range over ``--rounds`` fresh processes per variant. The
+streamed and stored results must be identical (the streaming probes are checked against an
+independent computation in ``tests/test_probes_streaming.py``). Writes
+``benchmarks/results/streaming_memory.md`` (``--out``).
 """
 
 from __future__ import annotations
@@ -25,9 +28,14 @@ import json
 import resource
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results_file import RESULTS, spread, write_results  # noqa: E402
 
 VARIANTS = ("plain", "stored", "streaming")
 KINDS = ("block", "ffn", "self_attn", "conv", "cross_attn")
@@ -92,6 +100,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1500, help="encoder frames (default 1500)")
     parser.add_argument("--blocks", type=int, default=12, help="Conformer blocks (default 12)")
     parser.add_argument("--d-model", type=int, default=64, help="model width (default 64)")
+    parser.add_argument("--rounds", type=int, default=3, help="fresh processes per variant")
+    parser.add_argument("--out", type=Path, default=RESULTS / "streaming_memory.md",
+                        help="results file (markdown)")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.variant is not None:
@@ -99,25 +110,31 @@ def main() -> None:
                                  arguments.d_model)))
         return
 
-    measured = {}
-    for variant in VARIANTS:
-        command = [sys.executable, __file__, "--variant", variant, "--frames",
-                   str(arguments.frames), "--blocks", str(arguments.blocks), "--d-model",
-                   str(arguments.d_model)]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        measured[variant] = json.loads(output.strip().splitlines()[-1])
+    measured: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
+    for _ in range(arguments.rounds):
+        for variant in VARIANTS:
+            command = [sys.executable, __file__, "--variant", variant, "--frames",
+                       str(arguments.frames), "--blocks", str(arguments.blocks), "--d-model",
+                       str(arguments.d_model)]
+            output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+            measured[variant].append(json.loads(output.strip().splitlines()[-1]))
     attention_mib = arguments.blocks * 4 * arguments.frames**2 * 4 / 2**20
-    print(f"Conformer AED, {arguments.blocks} blocks x d_model {arguments.d_model}, 4 heads, "
-          f"{arguments.frames} encoder frames, {LABELS} labels; self-attention probabilities of "
-          f"all blocks: {attention_mib:.0f} MiB in fp32")
-    print(f"{'variant':<10} {'peak RSS growth':>16} {'records hold':>13}")
+    lines = [f"Conformer AED, {arguments.blocks} blocks x d_model {arguments.d_model}, 4 heads, "
+             f"{arguments.frames} encoder frames, {LABELS} labels; self-attention probabilities "
+             f"of all blocks: {attention_mib:.0f} MiB in fp32. Median (range) over "
+             f"{arguments.rounds} fresh processes per variant.", "",
+             "| variant | peak RSS growth (MiB) | records hold (MiB) |", "|---|---|---|"]
     for variant in VARIANTS:
-        row = measured[variant]
-        print(f"{variant:<10} {row['peak_growth_mib']:>12.0f} MiB {row['stored_mib']:>9.0f} MiB")
-    same = measured["stored"]["results"] == measured["streaming"]["results"]
-    print(f"streamed results identical to stored: {same}")
+        rows = measured[variant]
+        lines.append(f"| {variant} | {spread([row['peak_growth_mib'] for row in rows])} | "
+                     f"{rows[0]['stored_mib']:.0f} |")
+    same = all(stored["results"] == streamed["results"]
+               for stored, streamed in zip(measured["stored"], measured["streaming"]))
+    lines += ["", f"Streamed results identical to stored: {same}"]
+    print("\n".join(lines))
     if not same:
         raise SystemExit("streamed and stored results differ")
+    write_results(arguments.out, "Streaming probes: peak memory", "\n".join(lines))
 
 
 if __name__ == "__main__":

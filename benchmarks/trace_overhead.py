@@ -12,8 +12,11 @@ forward measured in the same run:
 - attention: ``attnprobe.trace(model, kind=("self_attn", "cross_attn"), capture={"attention"})``;
 - the same two captures through nnsight, when it is installed (attention needs eager there).
 
-Time: median over interleaved rounds. Memory: in a fresh process per variant, the growth of the
+Time: per round, each variant's forward over the untraced forward of the same round (rounds
+interleave the variants); the median ratio with the range over rounds, flagged "within noise" when
+the rounds disagree on its direction. Memory: in a fresh process per variant, the growth of the
 resident set from just before one forward pass to its peak during it (captures kept), Linux only.
+Writes ``benchmarks/results/trace_overhead.md`` (``--out``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import attnprobe  # noqa: E402
+from benchmarks.results_file import RESULTS, Ratio, write_results  # noqa: E402
 
 VARIANTS = ("untraced", "outputs", "attention", "nnsight_outputs", "nnsight_attention")
 
@@ -74,7 +78,7 @@ def make_runner(name: str, variant: str) -> Callable[[], Any]:
         return lambda: model(**inputs)
     if variant in ("outputs", "attention"):
         options: dict[str, Any] = ({"capture": {"output"}} if variant == "outputs" else
-                                   {"kinds": ("self_attn", "cross_attn"), "capture": {"attention"}})
+                                   {"kind": ("self_attn", "cross_attn"), "capture": {"attention"}})
 
         def traced() -> Any:
             with attnprobe.trace(model, **options) as t:
@@ -152,7 +156,7 @@ def execution_order(model: torch.nn.Module, inputs: dict[str, torch.Tensor], pat
     return list(dict.fromkeys(finished))
 
 
-def time_variants(name: str, variants: list[str], rounds: int) -> dict[str, float]:
+def time_variants(name: str, variants: list[str], rounds: int) -> dict[str, list[float]]:
     runners = {variant: make_runner(name, variant) for variant in variants}
     times: dict[str, list[float]] = {variant: [] for variant in variants}
     with torch.no_grad():
@@ -163,7 +167,7 @@ def time_variants(name: str, variants: list[str], rounds: int) -> dict[str, floa
                 start = time.perf_counter()
                 runner()
                 times[variant].append(time.perf_counter() - start)
-    return {variant: statistics.median(values) for variant, values in times.items()}
+    return times
 
 
 def peak_memory(name: str, variant: str) -> float:
@@ -204,39 +208,45 @@ def nnsight_available() -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="whisper,conformer")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=RESULTS / "trace_overhead.md",
+                        help="results file (markdown)")
     parser.add_argument("--memory-child", nargs=2, metavar=("MODEL", "VARIANT"))
     arguments = parser.parse_args()
     if arguments.memory_child:
         memory_child(*arguments.memory_child)
         return
     variants = list(VARIANTS if nnsight_available() else VARIANTS[:3])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of "
-          f"{arguments.rounds} interleaved rounds" +
-          ("" if nnsight_available() else "; nnsight not installed (pip install nnsight)"))
-    header = ("| model | capture | attnprobe time | attnprobe peak memory | nnsight time | "
-              "nnsight peak memory | attnprobe / nnsight time |")
-    print(header)
-    print("|" + "---|" * 7)
+    lines = [f"Time: traced / untraced forward, median of {arguments.rounds} interleaved rounds "
+             f"(range over rounds; 'within noise' when the rounds disagree on the direction)." +
+             ("" if nnsight_available() else " nnsight not installed (pip install nnsight)."),
+             "",
+             "| model | capture | attnprobe time | attnprobe peak memory | nnsight time | "
+             "nnsight peak memory |",
+             "|" + "---|" * 6]
+    print("\n".join(lines), flush=True)
     for name in arguments.models.split(","):
         times = time_variants(name, variants, arguments.rounds)
         memory = {variant: peak_memory(name, variant) for variant in variants}
-        base_time, base_memory = times["untraced"], memory["untraced"]
+        base_memory = memory["untraced"]
         for variant, label in (("outputs", "(a) module outputs"),
                                ("attention", "(b) attention probabilities")):
-            ours_time, ours_memory = times[variant] / base_time, memory[variant] / base_memory
             extra = memory[variant] - base_memory
-            row = f"| {name} | {label} | {ours_time:.2f}x | {ours_memory:.2f}x ({extra:+.0f} MiB) |"
+            row = (f"| {name} | {label} | {Ratio.of(times[variant], times['untraced'])} | "
+                   f"{memory[variant] / base_memory:.2f}x ({extra:+.0f} MiB) |")
             theirs = f"nnsight_{variant}"
             if theirs in times:
-                their_time = times[theirs] / base_time
-                row += (f" {their_time:.2f}x | {memory[theirs] / base_memory:.2f}x | "
-                        f"{times[variant] / times[theirs]:.2f} |")
+                row += (f" {Ratio.of(times[theirs], times['untraced'])} | "
+                        f"{memory[theirs] / base_memory:.2f}x |")
             else:
-                row += " - | - | - |"
+                row += " - | - |"
+            lines.append(row)
             print(row, flush=True)
-        print(f"|   | untraced forward: {base_time * 1000:.0f} ms, peak {base_memory:.0f} MiB "
-              f"| | | | | |", flush=True)
+        base = statistics.median(times["untraced"])
+        lines.append(f"| {name} | untraced forward: {base * 1000:.0f} ms, peak "
+                     f"{base_memory:.0f} MiB | | | | |")
+        print(lines[-1], flush=True)
+    write_results(arguments.out, "Trace overhead", "\n".join(lines))
 
 
 if __name__ == "__main__":

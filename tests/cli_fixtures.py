@@ -31,6 +31,20 @@ def tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
     return save_conformer_checkpoint(model, folder / "model.pt", description="tiny test model")
 
 
+def tiny_wav2vec2_ctc_folder(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised 1-layer Wav2Vec2ForCTC saved with ``save_pretrained`` (no tokenizer:
+    the report then probes the encoder alone)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                            intermediate_size=16, conv_dim=(8, 8), conv_stride=(5, 4),
+                            conv_kernel=(10, 8), num_feat_extract_layers=2, vocab_size=10,
+                            num_conv_pos_embeddings=4, num_conv_pos_embedding_groups=2)
+    Wav2Vec2ForCTC(config).save_pretrained(folder)
+    return folder
+
+
 def shipped_words() -> list[dict]:
     return json.loads(SHIPPED_UTTERANCE.with_suffix(".json").read_text())["words"]
 
@@ -55,6 +69,32 @@ def write_clip(path: Path, seconds: float = CLIP_SECONDS, rate: int = 16000,
         path.with_suffix(".json").write_text(json.dumps(
             {"text": sidecar_text, "words": shipped_words()[:count]}))
     return path
+
+
+def words_within(seconds: float) -> str:
+    """The shipped utterance's words that end within its first ``seconds``."""
+    return " ".join(word["word"] for word in shipped_words() if word["end"] <= seconds)
+
+
+def write_manifest(folder: Path, seconds: list[float], extra: list[dict] | None = None) -> Path:
+    """``folder/manifest.jsonl`` over clips of the shipped utterance lasting ``seconds`` (ids
+    ``utt0``, ``utt1``, ...; each with its words and their exact times), then ``extra`` entries."""
+    entries = []
+    for index, length in enumerate(seconds):
+        text = words_within(length)
+        clip = write_clip(folder / f"utt{index}.wav", seconds=length)
+        count = len(text.split())
+        entries.append({"id": f"utt{index}", "audio": clip.name, "text": text,
+                        "words": shipped_words()[:count]})
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(entry) + "\n" for entry in entries + (extra or [])))
+    return manifest
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every visible file under ``folder`` (the job state in ``.attnprobe`` left out)."""
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*"))
+            if path.is_file() and ".attnprobe" not in path.relative_to(folder).parts}
 
 
 @dataclass

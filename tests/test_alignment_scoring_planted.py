@@ -101,6 +101,7 @@ def flip_valid_frames(values: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 
 class PlantedRunner(Runner):
     family = "planted-segments"
+    frame_shift_seconds = FRAME_SHIFT
 
     def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
         return self.model(batch.inputs, batch.input_lengths)

@@ -1,4 +1,5 @@
-"""The generic fallback on Hugging Face models no dedicated adapter knows."""
+"""The generic site map on Hugging Face models no dedicated adapter knows (here one that does not
+even take speech: the trace still works, the probes need a runner)."""
 
 from __future__ import annotations
 
@@ -28,11 +29,14 @@ def test_attention_modules_of_an_unknown_hf_model_are_found_and_restored(
     mask[1, 5:] = 0
     expected = model(ids, attention_mask=mask).last_hidden_state
     hooks_before = all_hooks(model)
-    with pytest.warns(UserWarning, match="encoder.1.self_attn <- encoder.layer.1.attention.self"):
+    with pytest.warns(UserWarning, match=r"encoder encoder.layer \(2 blocks\)"):
         with attnprobe.trace(model) as t:
             traced = model(ids, attention_mask=mask).last_hidden_state
     assert t.site_map.family == "generic"
-    assert [site.name for site in t.sites] == ["encoder.0.self_attn", "encoder.1.self_attn"]
+    assert [site.name for site in t.sites] == [
+        f"encoder.{layer}{branch}" for layer in range(2) for branch in ("", ".self_attn", ".ffn")]
+    assert t["encoder.1.self_attn"].site.module_path == "encoder.layer.1.attention.self"
+    assert any("BertModel.forward takes no audio" in note for note in t.site_map.notes)
     assert (traced - expected).abs().max() <= 1e-5
     assert model.config._attn_implementation == implementation
     assert all_hooks(model) == hooks_before

@@ -1,4 +1,5 @@
-"""``nn.MultiheadAttention`` capture and the generic fallback on plain torch transformers."""
+"""``nn.MultiheadAttention`` capture, and the generic site map (found by structure) on plain torch
+transformers."""
 
 from __future__ import annotations
 
@@ -12,15 +13,14 @@ from hypothesis import strategies as st
 from torch import nn
 
 import attnprobe
-from attnprobe.adapters import _BUILTIN_MODULES, SiteBinding, find_site_map
-from attnprobe.adapters.generic import (
-    FINDERS,
-    InferredSites,
-    attention_site,
-    infer_site_map,
-    register_finder,
-)
-from attnprobe.errors import MemoryBudgetExceeded
+from attnprobe.adapters import LengthEntry, SiteBinding, SiteMap, find_site_map
+from attnprobe.adapters.generic import DiscoveredSites
+from attnprobe.adapters.recompute import DerivedTap
+from attnprobe.adapters.torch_mha import MultiheadAttentionCapture
+from attnprobe.capture import pick_argument
+from attnprobe.errors import MemoryBudgetExceeded, UnsupportedModelError
+from attnprobe.lengths import lengths_from_attention_mask
+from attnprobe.sites import Site
 from tests.torchaudio_models import assert_restored, assert_rows_are_distributions, snapshot
 
 DIM, HEADS = 8, 2
@@ -44,12 +44,42 @@ def padded_inputs(lengths: list[int], batch_first: bool, seed: int = 0
     return (x if batch_first else x.transpose(0, 1)), padding
 
 
+class AttentionSites(SiteMap):
+    """The model is one ``nn.MultiheadAttention``: site ``encoder.0.self_attn``, lengths from its
+    call's ``key_padding_mask``."""
+
+    family = "one-attention"
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return False
+
+    def bindings(self) -> list[SiteBinding]:
+        module = self.model
+        return [SiteBinding(Site("encoder.0.self_attn", "self_attn", "encoder", 0, ""),
+                            DerivedTap(module, lambda args, kwargs, _out: pick_argument(
+                                args, kwargs, 0, "query"), observe="input"),
+                            output_module=DerivedTap(module, lambda _a, _k, output: output[0]),
+                            input_name=None, batch_first=module.batch_first,
+                            attention=MultiheadAttentionCapture(module))]
+
+    def length_entries(self) -> list[LengthEntry]:
+        def lengths(args: tuple, kwargs: dict) -> dict[str, torch.Tensor]:
+            query = pick_argument(args, kwargs, 0, "query")
+            mask = pick_argument(args, kwargs, 3, "key_padding_mask")
+            if query is None or query.dim() != 3:
+                return {}
+            batch = query.shape[0] if self.model.batch_first else query.shape[1]
+            frames = query.shape[1] if self.model.batch_first else query.shape[0]
+            found = lengths_from_attention_mask(mask, batch, frames)
+            return {} if found is None else {"encoder": found}
+
+        return [LengthEntry(self.model, lengths)]
+
+
 def traced_attention(module: nn.Module, *args: object, **kwargs: object):
-    """Call ``module`` inside a trace (with the generic adapter); return output and the trace."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        adapter = infer_site_map(module)
-    with attnprobe.trace(module, adapter=adapter) as traced:
+    """Call ``module`` inside a trace; return output and the trace."""
+    with attnprobe.trace(module, adapter=AttentionSites) as traced:
         output = module(*args, **kwargs)
     return output, traced
 
@@ -108,9 +138,9 @@ def test_nested_traces_both_receive_attention_and_user_hooks_see_the_callers_out
     before = snapshot(module)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with attnprobe.trace(module, adapter=InferredSites) as outer:
+        with attnprobe.trace(module, adapter=AttentionSites) as outer:
             during = module.register_forward_hook(lambda _m, _a, output: seen.append(output[1]))
-            with attnprobe.trace(module, adapter=InferredSites) as inner:
+            with attnprobe.trace(module, adapter=AttentionSites) as inner:
                 module(x, x, x, key_padding_mask=padding, need_weights=False)
             during.remove()
     assert_restored(module, before)
@@ -124,7 +154,7 @@ def test_nobody_wanting_weights_leaves_the_call_untouched() -> None:
     module = attention_module(batch_first=True)
     x, padding = padded_inputs([5, 2], batch_first=True)
     expected = module(x, x, x, key_padding_mask=padding, need_weights=False)[0]
-    with attnprobe.trace(module, adapter=InferredSites, store=False):
+    with attnprobe.trace(module, adapter=AttentionSites, store=False):
         output = module(x, x, x, key_padding_mask=padding, need_weights=False)[0]
     assert torch.equal(output, expected)
 
@@ -134,7 +164,7 @@ def test_memory_budget_stops_before_weights_exist_and_cleans_up() -> None:
     x, padding = padded_inputs([5, 2], batch_first=True)
     before = snapshot(module)
     with pytest.raises(MemoryBudgetExceeded):
-        with attnprobe.trace(module, adapter=InferredSites, memory_budget=16):
+        with attnprobe.trace(module, adapter=AttentionSites, memory_budget=16):
             module(x, x, x, key_padding_mask=padding)
     assert_restored(module, before)
 
@@ -149,7 +179,7 @@ def test_any_batch_and_failure_leave_the_module_as_it_was(
     expected = module(x, x, x, key_padding_mask=padding, need_weights=need_weights)
     before = snapshot(module)
     try:
-        with attnprobe.trace(module, adapter=InferredSites) as traced:
+        with attnprobe.trace(module, adapter=AttentionSites) as traced:
             if failure == "in_forward":
                 failing = module.register_forward_pre_hook(_raise)
             try:
@@ -175,7 +205,8 @@ def _raise(*_: object) -> None:
     raise Injected
 
 
-# ----------------------------------------------------------------------------- generic fallback
+
+# ----------------------------------------------------------------------------- generic site map
 def tiny_transformer(batch_first: bool) -> nn.Transformer:
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -185,21 +216,27 @@ def tiny_transformer(batch_first: bool) -> nn.Transformer:
                               batch_first=batch_first).eval()
 
 
-def test_generic_infers_transformer_sites_and_warns_once_naming_them() -> None:
+def test_generic_finds_transformer_sites_by_structure_and_warns_once_naming_the_stacks() -> None:
     model = tiny_transformer(batch_first=False)
-    with pytest.warns(UserWarning, match="decoder.1.cross_attn <- decoder.layers.1.multihead_attn"):
-        adapter = infer_site_map(model)
-    assert adapter is not None
-    sites = [binding.site for binding in adapter.bindings()]
-    assert [(site.name, site.stack, site.layer, site.kind) for site in sites] == [
-        ("encoder.0.self_attn", "encoder", 0, "self_attn"),
-        ("encoder.1.self_attn", "encoder", 1, "self_attn"),
-        ("decoder.0.self_attn", "decoder", 0, "self_attn"),
-        ("decoder.0.cross_attn", "decoder", 0, "cross_attn"),
-        ("decoder.1.self_attn", "decoder", 1, "self_attn"),
-        ("decoder.1.cross_attn", "decoder", 1, "cross_attn")]
-    assert any("stack" in note for note in adapter.notes)
-    assert any("tgt_key_padding_mask" in note for note in adapter.notes)
+    with pytest.warns(UserWarning, match=r"encoder encoder.layers \(2 blocks\), decoder "
+                                         r"decoder.layers \(2 blocks\)"):
+        site_map = find_site_map(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        find_site_map(model)
+    assert isinstance(site_map, DiscoveredSites)
+    sites = [binding.site for binding in site_map.bindings()]
+    expected = []
+    for stack, branches in (("encoder", ["self_attn", "ffn"]),
+                            ("decoder", ["self_attn", "cross_attn", "ffn"])):
+        for layer in range(2):
+            expected.append((f"{stack}.{layer}", "block"))
+            expected += [(f"{stack}.{layer}.{branch}", branch) for branch in branches]
+    assert [(site.name, site.kind) for site in sites] == expected
+    assert site_map.binding("decoder.1.cross_attn").site.module_path == \
+        "decoder.layers.1.multihead_attn"
+    assert site_map.binding("encoder.0.ffn").output_module is model.encoder.layers[0].linear2
+    assert any("roles from the modules alone" in note for note in site_map.notes)
 
 
 @pytest.mark.parametrize("batch_first", [False, True])
@@ -212,9 +249,7 @@ def test_generic_trace_of_transformer_matches_untraced_with_lengths(batch_first:
                  memory_key_padding_mask=source_padding, tgt_mask=causal)
     expected = model(source, target, **masks)
     before = snapshot(model)
-    with pytest.warns(UserWarning):
-        adapter = infer_site_map(model)
-    with attnprobe.trace(model, adapter=adapter) as traced:
+    with attnprobe.trace(model, adapter=DiscoveredSites) as traced:
         output = model(source, target, **masks)
     assert_restored(model, before)
     assert torch.allclose(output, expected, atol=1e-5, rtol=0)
@@ -222,11 +257,13 @@ def test_generic_trace_of_transformer_matches_untraced_with_lengths(batch_first:
     assert cross.attention.shape == (3, HEADS, 4, 6)
     assert torch.equal(cross.lengths, torch.tensor([4, 3, 1]))
     assert torch.equal(cross.key_lengths, torch.tensor([6, 4, 2]))
-    for record in traced:
+    for record in traced.select(kind=("self_attn", "cross_attn")):
         assert record.attentions[0].lengths_known
         assert_rows_are_distributions(record.attention, record.lengths, record.key_lengths)
     decoder_self = traced["decoder.0.self_attn"].attention
     assert torch.all(decoder_self.triu(diagonal=1) == 0)
+    block = traced["encoder.1"]
+    assert block.output.shape == (3, 6, DIM) and torch.equal(block.lengths, torch.tensor([6, 4, 2]))
 
 
 def test_generic_handles_the_nested_tensor_fast_path() -> None:
@@ -236,89 +273,37 @@ def test_generic_handles_the_nested_tensor_fast_path() -> None:
         warnings.simplefilter("ignore")
         model = nn.TransformerEncoder(layer, 2).eval()
     x, padding = padded_inputs([6, 3, 2], batch_first=True)
-    nested: list[bool] = []
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # Without any hook, the layers run torch's fused encoder-layer kernel.
         expected = model(x, src_key_padding_mask=padding)
-        watch = model.layers[0].self_attn.register_forward_pre_hook(
-            lambda _m, args: nested.append(args[0].is_nested))
         before = snapshot(model)
-        with attnprobe.trace(model, adapter=InferredSites,
+        with attnprobe.trace(model, adapter=DiscoveredSites,
                              capture={"input", "output", "attention"}) as traced:
             output = model(x, src_key_padding_mask=padding)
     assert_restored(model, before)
-    watch.remove()
-    assert nested == [True]
     assert torch.allclose(output, expected, atol=1e-5, rtol=0)
     record = traced["encoder.1.self_attn"]
     assert record.input.shape == record.output.shape == (3, 6, DIM)
     assert not record.input.is_nested and not record.output.is_nested
+    assert torch.equal(traced["encoder.1"].lengths, torch.tensor([6, 3, 2]))
     assert_rows_are_distributions(record.attention, record.lengths, record.key_lengths)
 
 
 class TwoTowers(nn.Module):
-    """Attention modules with no layer numbers in their paths, one of them cross-attention."""
+    """Attention modules outside any stack of blocks."""
 
     def __init__(self) -> None:
         super().__init__()
         self.audio = nn.ModuleDict({"attention": nn.MultiheadAttention(DIM, HEADS)})
         self.text = nn.ModuleDict({"attention": nn.MultiheadAttention(DIM, HEADS)})
-        self.encoder_attn = nn.MultiheadAttention(DIM, HEADS)
 
 
-def test_generic_numbers_sites_without_layer_numbers_and_reads_cross_by_name() -> None:
-    with pytest.warns(UserWarning):
-        adapter = infer_site_map(TwoTowers())
-    assert adapter is not None
-    assert [binding.site.name for binding in adapter.bindings()] == [
-        "encoder.0.self_attn", "encoder.1.self_attn", "decoder.0.cross_attn"]
-    assert any("numbered in module order" in note for note in adapter.notes)
-
-
-@pytest.mark.parametrize("padding_value", [True, float("-inf"), -1e4])
-def test_generic_lengths_from_boolean_and_additive_padding_masks(padding_value: object) -> None:
-    model = tiny_transformer(batch_first=True).encoder
-    x, padding = padded_inputs([6, 2], batch_first=True)
-    mask = padding if padding_value is True else torch.zeros(2, 6).masked_fill(padding,
-                                                                                padding_value)
-    with pytest.warns(UserWarning):
-        adapter = infer_site_map(model)
-    with attnprobe.trace(model, adapter=adapter) as traced:
-        model(x, src_key_padding_mask=mask)
-    assert torch.equal(traced["encoder.0.self_attn"].lengths, torch.tensor([6, 2]))
-    left_padded = padding.flip(1)
-    with attnprobe.trace(model, adapter=adapter) as traced:
-        model(x, src_key_padding_mask=left_padded)
-    assert not traced["encoder.0.self_attn"].attentions[0].lengths_known
-
-
-def test_generic_finds_nothing_in_a_model_without_attention() -> None:
-    assert infer_site_map(nn.Sequential(nn.Linear(4, 4), nn.ReLU())) is None
-
-
-def test_registered_finders_extend_the_fallback() -> None:
-    class Pooling(nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return x
-
-    def find_pooling(model: nn.Module) -> list[SiteBinding]:
-        return [SiteBinding(attention_site(path, "self_attn"), module)
-                for path, module in model.named_modules() if isinstance(module, Pooling)]
-
-    model = nn.Sequential(nn.ModuleList([Pooling(), Pooling()]))
-    assert infer_site_map(model) is None
-    register_finder(find_pooling)
-    try:
-        with pytest.warns(UserWarning, match="encoder.1.self_attn <- 0.1"):
-            adapter = infer_site_map(model)
-    finally:
-        FINDERS.remove(find_pooling)
-    assert adapter is not None and len(adapter.bindings()) == 2
-
-
-@pytest.mark.skipif("generic" not in _BUILTIN_MODULES,
-                    reason="adapters/__init__.py does not list the generic fallback yet")
-def test_find_site_map_falls_back_to_the_generic_adapter() -> None:
-    with pytest.warns(UserWarning, match="inferred 6 attention sites"):
-        assert isinstance(find_site_map(tiny_transformer(batch_first=True)), InferredSites)
+@pytest.mark.parametrize(("model", "missing"), [
+    (nn.Sequential(nn.Linear(4, 4), nn.ReLU()), "no attention module"),
+    (TwoTowers(), "no stack")], ids=["no attention", "no stack"])
+def test_a_model_without_a_stack_of_attention_blocks_is_refused_with_the_fix(
+        model: nn.Module, missing: str) -> None:
+    with pytest.raises(UnsupportedModelError, match="register_adapter"):
+        find_site_map(model)
+    described = str(attnprobe.describe(model, adapter=DiscoveredSites))
+    assert "encoder: none" in described and f"- {missing}" in described

@@ -13,11 +13,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import attnprobe
 from attnprobe.models import ConformerAED, ConformerAEDConfig
 from attnprobe.monitor import EncoderFlipWarning, FlipEvent, FlipMonitor
 from attnprobe.probes import frame_mapping, gradient_maps
-from attnprobe.probes.report import combined_verdict
 from attnprobe.probes.streaming import streaming_probes
+from attnprobe.testing import plant_reversal
 
 BLOCKS = 3
 FRAMES = 72  # 12 encoder frames after the 6x frontend
@@ -177,21 +178,18 @@ def test_unknown_integration_names_what_exists() -> None:
         integrations.FlipMonitorKerasCallback  # noqa: B018
 
 
-def test_the_record_follows_the_combined_verdict_of_its_probes() -> None:
-    """The monitor decides like :func:`attnprobe.reversal_report`: the same probes, computed
-    separately on the same model, give the same block and the same deciding probes."""
+@pytest.mark.parametrize("block", [0, 1, 2])
+def test_a_planted_reversal_is_recorded_at_its_block_as_the_report_says(block: int) -> None:
+    """Ground truth from the planting: the encoder's output is reversed from ``block`` on. The
+    record names that block, its per-block scores turn there, and it says what the report says."""
     model = tiny_model()
-    handle = model.encoder.blocks[1].register_forward_hook(lambda module, args, output: output.flip(1))
-    try:
+    with plant_reversal(model, after_block=block):
         record = FlipMonitor(model, probe_batch(), every=1, on_flip=lambda event: None).probe(0)
-        mapping = frame_mapping(model, probe_batch(), projections=4, max_frames=48)
-        maps = gradient_maps(model, probe_batch())
-        cross = streaming_probes(model, probe_batch()).cross_attention
-    finally:
-        handle.remove()
-    assert record.gradient_map_scores == pytest.approx(maps.scores.tolist())
-    assert (record.reversed_at, record.decided_by) == combined_verdict(mapping, maps, cross)
-    assert record.reversed_at == 1
+        report = attnprobe.reversal_report(model, probe_batch(), projections=4, max_frames=48)
+    assert record.reversed_at == block
+    assert all(score <= -0.5 for score in record.reversal_scores[block:])
+    assert (record.reversed_at, record.decided_by) == (report.reversed_at, report.decided_by)
+    assert record.gradient_map_scores == pytest.approx(report.gradient_maps.scores.tolist())
 
 
 def test_a_reversal_only_the_decoder_probes_see_is_a_flip(monkeypatch) -> None:

@@ -190,7 +190,7 @@ def test_evaluate_and_table_read_the_run(finished_run, splits, tmp_path) -> None
     assert last["report"]["verdict"] in ("not reversed", *(f"reversed at block {b}" for b in (0, 1)))
     assert {"gradient_alignment", "cross_attention_alignment"} <= set(last["timestamp_errors"])
     assert "dev_character_error_rate" not in evaluation["checkpoints"]["2"]
-    runs = table.load_runs(finished_run.parent)
+    runs = table.load_runs([finished_run.parent])
     text = table.markdown(runs)
     assert "| baseline-seed0 |" in text and "| baseline | 1 |" in text
     expected = int(last["report"]["verdict"].startswith("reversed"))

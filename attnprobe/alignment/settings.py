@@ -151,10 +151,15 @@ class AlignmentSettings:
             return self.blank
         return BLANK_10MS if subsampling == 1 else BLANK_60MS
 
-    def scored_input(self, frame_shift_seconds: float) -> str:
-        """``gradient_input`` with ``"auto"`` resolved for inputs ``frame_shift_seconds`` apart."""
+    def scored_input(self, frame_shift_seconds: float | None, input_rank: int = 3) -> str:
+        """``gradient_input`` with ``"auto"`` resolved for inputs ``frame_shift_seconds`` apart;
+        where the shift is unknown, by the rank of ``batch.inputs``: waveforms ``(batch,
+        samples)`` are scored at the encoder input, features ``(batch, frames, features)`` as
+        they are. Any other value (``"features"``, ``"encoder.<i>"``, ...) comes back as it is."""
         if self.gradient_input != "auto":
             return self.gradient_input
+        if frame_shift_seconds is None:
+            return "encoder_input" if input_rank == 2 else "features"
         return ("features" if frame_shift_seconds >= FRAME_INPUT_SHORTEST_SHIFT_S
                 else "encoder_input")
 

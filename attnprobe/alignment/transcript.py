@@ -30,9 +30,12 @@ from .long_audio import LongAudioPlan, align_long
 from .settings import AlignmentSettings, settings_for
 
 LABELS_PER_BACKWARD = 64
-"""Labels per backward pass: all of a short utterance's at once, which is fastest with gradients
-at the encoder output (``benchmarks/alignment_speed.py``); a fixed size also makes the same input
-give the same bits every time."""
+"""Labels per backward pass of ``attnprobe align`` and ``report`` (lowered where the memory budget
+of :func:`attnprobe.gradient_alignment` allows fewer): all of a short utterance's at once, which
+is fastest with gradients at the encoder output (``benchmarks/alignment_speed.py``). A fixed size
+instead of the timed search for the fastest chunk, because chunks of different sizes round
+differently in the last bits: a search that picks by timing would make the same input give
+different files, and a sharded corpus differ from a single-process run."""
 
 
 def align_transcript(loaded: LoadedModel, samples: np.ndarray, text: str,

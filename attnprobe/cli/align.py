@@ -1,63 +1,84 @@
 """``attnprobe align``: word and label times of a transcript in its audio, by one of three methods
-(:mod:`attnprobe.reporting.alignments`), in one of four formats."""
+(:mod:`attnprobe.reporting.alignments`), in one of four formats.
+
+One audio file: its alignment to ``--out FILE`` or the terminal. A folder, list or manifest: one
+file per utterance in ``--out FOLDER``, written as each finishes, resumable, shardable over
+``torchrun`` (:class:`attnprobe.reporting.corpus.AlignJob`); without ``--out`` to the terminal.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from attnprobe.alignment import settings_for
-from attnprobe.audio import check_audio_file
-from attnprobe.errors import InputError
-from attnprobe.jobs.files import PendingFiles, check_writable, write_file_atomically
-from attnprobe.jobs.items import InputItem, collect_inputs, read_text_argument
-from attnprobe.jobs.progress import run_items
-from attnprobe.loading import load_model
-from attnprobe.reporting.alignments import SUFFIXES, align_item, render
+from attnprobe.errors import InputError, OutputError
+from attnprobe.jobs import (
+    InputItem,
+    InputPaths,
+    JobGroup,
+    check_output_place,
+    check_writable,
+    collect_inputs,
+    names_collection,
+    read_text_argument,
+    run_job,
+    run_to_terminal,
+    write_file_atomically,
+)
+from attnprobe.reporting.corpus import AlignJob
 
 
 def run_align(arguments: argparse.Namespace) -> int:
     """The ``align`` command; returns the exit code."""
     items = collect_inputs(arguments.audio, read_text_argument(arguments.text))
-    many = len(items) > 1
     out = None if arguments.out is None else Path(arguments.out).expanduser()
-    if out is not None:
-        check_writable(out, "folder" if many else "file")
-    elif many and arguments.format == "textgrid":
-        raise InputError("several TextGrids cannot share the terminal; pass --out FOLDER")
-    if not many:
-        check_audio_file(items[0].audio)
-        if items[0].text is None:
-            raise InputError(f"no transcript for {items[0].audio}: give --text 'the words "
-                             f"spoken' or a <name>.txt sidecar")
-    loaded = load_model(arguments.model, language=arguments.language, task=arguments.task)
-    settings = settings_for(loaded.family)
+    changes: dict[str, object] = {}
     if arguments.blank is not None:
-        settings = settings.replace(blank=arguments.blank)
+        changes["blank"] = arguments.blank
     if arguments.close_gaps is not None:
-        settings = settings.replace(max_gap_s=arguments.close_gaps / 1000)
-    rendered: dict[str, str] = {}
-
-    def process(item: InputItem) -> str:
-        alignment, duration = align_item(loaded, item, arguments.method, settings)
-        rendered[item.id] = render(alignment, item, duration, arguments.format, loaded.name)
-        return f"{len(alignment.words)} words"
-
-    summary = run_items(items, process)
+        changes["max_gap_s"] = arguments.close_gaps / 1000
+    job = AlignJob(arguments.model, arguments.method, output_format=arguments.format,
+                   settings_changes=changes, language=arguments.language, task=arguments.task)
+    inputs = InputPaths.of_run(arguments.audio, items, arguments.text, arguments.model)
+    group = JobGroup.from_environment(arguments.timeout)
+    if names_collection(arguments.audio) or group.distributed:
+        if out is None:
+            if group.distributed:
+                raise InputError("under torchrun every rank writes its own files: pass "
+                                 "--out FOLDER")
+            if arguments.format == "textgrid":
+                raise InputError("several TextGrids cannot share the terminal; pass --out FOLDER")
+            return _to_terminal(job, items)
+        check_writable(out, "folder")
+        check_output_place(out, "folder", inputs,
+                           [job.output_name(item.id) for item in items] + job.summary_names())
+        return run_job(job, items, out, overwrite=arguments.overwrite, group=group).exit_code
+    (item,) = items
+    job.inspect(item)
+    if out is not None:
+        check_writable(out, "file")
+        check_output_place(out, "file", inputs)
+        if out.exists() and not arguments.overwrite:
+            raise OutputError(f"--out {out} exists; pass --overwrite to replace it, or choose "
+                              f"another file")
+    text, output = job.align(item)
+    for warning in output.warnings:
+        print(f"attnprobe: warning: {item.id}: {warning}", file=sys.stderr)
     if out is None:
-        sys.stdout.write("".join(rendered.values()))
-    elif not many:
-        if rendered:
-            write_file_atomically(out, next(iter(rendered.values())))
+        sys.stdout.write(text)
     else:
-        pending = PendingFiles(out)
-        if arguments.format == "ctm":
-            pending.add("alignments.ctm", "".join(rendered.values()))
-        else:
-            for item_id, text in rendered.items():
-                pending.add(f"{item_id}{SUFFIXES[arguments.format]}", text)
-        pending.add("summary.json", json.dumps(summary.to_dict(), indent=1) + "\n")
-        pending.commit()
-    return summary.finish(out)
+        write_file_atomically(out, text)
+    return 0
+
+
+def _to_terminal(job: AlignJob, items: list[InputItem]) -> int:
+    def show(item: InputItem) -> str:
+        text, output = job.align(item)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        for warning in output.warnings:
+            print(f"attnprobe: warning: {item.id}: {warning}", file=sys.stderr)
+        return output.detail
+
+    return run_to_terminal(job, items, show)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
+from typing import NoReturn
 
 from attnprobe.alignment import DEFAULT_SETTINGS, WHISPER_SETTINGS, BlankScore
 from attnprobe.loading import DEFAULT_MODEL
@@ -20,11 +23,22 @@ TEXT_HELP = ("the transcript of a single audio file (or a .txt file holding it);
              "use <name>.txt sidecars or a manifest")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line on stderr (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        flat = " ".join(message.split())
+        print(f"attnprobe: error: {flat} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="attnprobe",
         description="Is my speech model's encoder reversed in time, and when is each word "
                     "spoken? Reversal probes and gradient alignment for transformer ASR models.")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (default: one line)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
@@ -42,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where a model's reversal report does not fit the memory limit "
                            "(Whisper), still run its attention and dominance probes (slower)")
     _probe_limits(demo, projections=False)
+    _debug(demo)
 
     report = commands.add_parser(
         "report", help="is the model's encoder reversed? (verdict, evidence, figures, HTML)",
@@ -54,8 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--text", metavar="T", help=TEXT_HELP)
     report.add_argument("--out", metavar="DIR", help="folder for figures, report.json and "
                                                      "report.html (nothing is written without it)")
-    _prompt_options(report)
+    report.add_argument("--checkpoints", metavar="RUN_DIR",
+                        help="scan every checkpoint of a training run (attnprobe Conformer "
+                             "step-*.pt files, or Hugging Face checkpoint-* folders) on the "
+                             "--audio probe set and draw the reversal score per block against "
+                             "the training step; needs --out")
     _probe_limits(report, projections=True)
+    _prompt_options(report)
+    _job_options(report)
 
     align = commands.add_parser(
         "align", help="when is each word (and label) spoken?",
@@ -83,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "join the following word; 0 keeps them (default: "
                             f"{1000 * DEFAULT_SETTINGS.max_gap_s:g})")
     _prompt_options(align)
+    _job_options(align)
     return parser
 
 
@@ -92,6 +114,23 @@ def _prompt_options(command: argparse.ArgumentParser) -> None:
                               "(default: en); it and --task make the decoder prompt")
     command.add_argument("--task", choices=("transcribe", "translate"),
                          help="multilingual Whisper: the decoder's task (default: transcribe)")
+
+
+def _job_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--overwrite", action="store_true",
+                         help="redo files whose outputs already exist (a rerun into the same "
+                              "--out otherwise skips every finished file), and replace an "
+                              "existing --out file")
+    command.add_argument("--timeout", type=_positive_float, default=1800.0, metavar="S",
+                         help="under torchrun: how long a rank waits for another that makes no "
+                              "progress before giving up (default: 1800)")
+    _debug(command)
+
+
+def _debug(command: argparse.ArgumentParser) -> None:
+    # SUPPRESS: a --debug given before the command is not reset by the command's default.
+    command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="show the full traceback of an error (default: one line)")
 
 
 def _probe_limits(command: argparse.ArgumentParser, projections: bool) -> None:
@@ -112,15 +151,22 @@ def _probe_limits(command: argparse.ArgumentParser, projections: bool) -> None:
                                   f"spaced; 0 probes all (default: {DEFAULT_MAX_FRAMES})")
 
 
-def _positive_float(text: str) -> float:
+def _finite_float(text: str) -> float:
     value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite_float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _finite_float(text)
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
@@ -129,8 +175,8 @@ def _non_negative_float(text: str) -> float:
 def blank_score(text: str) -> BlankScore:
     """``-6`` -> a constant blank; ``mean:80`` -> the percentile blank over that reduction."""
     try:
-        return BlankScore("constant", float(text))
-    except ValueError:
+        return BlankScore("constant", _finite_float(text))
+    except (ValueError, argparse.ArgumentTypeError):
         pass
     reduction, _, percentile = text.partition(":")
     try:

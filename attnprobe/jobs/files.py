@@ -3,7 +3,9 @@
 Results are collected in memory (:class:`PendingFiles`), checked, and only then written: every
 file goes to a hidden temporary name in its folder first, and once all of them are on disk they
 are renamed into place. If any write fails, the temporary files and any folder created for them
-are removed again. :func:`check_writable` answers early, before a model is loaded, whether the
+are removed again. :func:`replace_folder` writes a whole folder under a temporary name and renames
+it into place, so a folder of outputs (one report) appears complete or not at all, even when the
+process is killed. :func:`check_writable` answers early, before a model is loaded, whether the
 output place can be written at all.
 """
 
@@ -11,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 from attnprobe.errors import OutputError
@@ -106,6 +110,62 @@ def write_file_atomically(path: Path, content: bytes | str) -> Path:
     pending = PendingFiles(path.parent)
     pending.add(path.name, content)
     return pending.commit()[0]
+
+
+def replace_folder(target: Path, files: dict[str, bytes], scratch: Path) -> Path:
+    """Make ``target`` a folder holding exactly ``files`` (relative name -> content), atomically.
+
+    The folder is written under ``scratch`` (which must be on the same file system, e.g. inside
+    the output folder), then renamed to ``target``; an existing ``target`` is first renamed away
+    into ``scratch`` and deleted after. At every moment ``target`` is either the old complete
+    folder, absent, or the new complete folder.
+
+    Raises:
+        OutputError: a file could not be written (nothing is left at ``target`` but what was
+            there before).
+    """
+    scratch.mkdir(parents=True, exist_ok=True)
+    building = scratch / f"{target.name}.{uuid.uuid4().hex}.partial"
+    try:
+        for name, content in files.items():
+            path = building / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+        if target.exists() or target.is_symlink():
+            retired = scratch / f"{target.name}.{uuid.uuid4().hex}.retired"
+            os.replace(target, retired)
+            os.replace(building, target)
+            _remove(retired)
+        else:
+            os.replace(building, target)
+    except OSError as error:
+        _remove(building)
+        raise OutputError(f"cannot write {error.filename or target} ({error.strerror or error}); "
+                          f"choose another --out") from error
+    return target
+
+
+def replace_file(target: Path, content: bytes, scratch: Path) -> Path:
+    """Write ``target`` through a temporary file in ``scratch`` (same file system) and a rename."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    building = scratch / f"{target.name}.{uuid.uuid4().hex}.partial"
+    try:
+        building.write_bytes(content)
+        os.chmod(building, 0o666 & ~_umask())
+        os.replace(building, target)
+    except OSError as error:
+        building.unlink(missing_ok=True)
+        raise OutputError(f"cannot write {error.filename or target} ({error.strerror or error}); "
+                          f"choose another --out") from error
+    return target
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _missing_folders(root: Path, targets: list[Path]) -> list[Path]:

@@ -11,23 +11,29 @@
   an entry names its audio as ``audio``, ``wav``, ``path`` or ``audio_filepath`` and may give
   ``text`` (or ``transcript``), ``id`` and reference ``words``.
 
-Relative paths are relative to the list or manifest file. A missing audio file is not an error
-here: it fails on its own when processed, and the other files go on.
+Relative paths are relative to the list or manifest file. Ids are made safe file names and unique
+(:mod:`.ids`). In a folder, list or manifest, a missing audio file or an unreadable sidecar is not
+an error here: the item carries the problem and fails on its own when processed, and the others
+go on. A single audio file's problems are errors at once.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from attnprobe.errors import InputError
 
+from .ids import unique_ids
+
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au")
 LIST_SUFFIXES = (".txt", ".lst", ".list", ".scp")
 MANIFEST_SUFFIXES = (".json", ".jsonl", ".tsv")
+TEXT_FILE_SUFFIXES = (".txt", ".lab", ".trn", ".text", ".wrd", ".transcript")
 AUDIO_KEYS = ("audio", "wav", "path", "audio_filepath")
 TEXT_KEYS = ("text", "transcript")
 
@@ -39,16 +45,30 @@ class InputItem:
     """One utterance to process.
 
     Attributes:
-        id: a name unique within the run (file stem, or the manifest's id).
+        id: a name unique within the run and safe as a file name (file stem, or the manifest's id).
         audio: path of the audio file.
         text: its transcript, or ``None``.
         reference: reference word times ``(word, start_s, end_s)``, or ``None``.
+        problem: why this item cannot be processed (an unreadable sidecar, say), or ``None``.
     """
 
     id: str
     audio: Path
     text: str | None = None
     reference: ReferenceWords | None = None
+    problem: str | None = None
+
+    @property
+    def source(self) -> Path:
+        """What the item comes from (its audio file), for messages and summaries."""
+        return self.audio
+
+
+def names_collection(audio: str) -> bool:
+    """Whether ``--audio`` names several utterances' worth of input (a folder, a list file or a
+    manifest), whose outputs go to a folder, one per item, even when it holds one utterance."""
+    path = Path(audio).expanduser()
+    return path.is_dir() or path.suffix.lower() in MANIFEST_SUFFIXES + LIST_SUFFIXES
 
 
 def collect_inputs(audio: str, text: str | None = None) -> list[InputItem]:
@@ -56,7 +76,7 @@ def collect_inputs(audio: str, text: str | None = None) -> list[InputItem]:
 
     Raises:
         InputError: the path does not exist, names nothing usable, or ``--text`` was given for
-            several files.
+            several files; for a single audio file also an unreadable sidecar.
     """
     path = Path(audio).expanduser()
     if not path.exists():
@@ -70,7 +90,9 @@ def collect_inputs(audio: str, text: str | None = None) -> list[InputItem]:
     elif suffix in LIST_SUFFIXES:
         items = _list_file(path)
     else:
-        items = [_with_sidecars(path.stem, path)]
+        items = [_with_sidecars(path.stem, path, ignore_problems=text is not None)]
+        if items[0].problem is not None:
+            raise InputError(items[0].problem)
     if text is not None:
         if len(items) != 1:
             raise InputError(f"--text gives one transcript but --audio {path} names {len(items)} "
@@ -79,17 +101,72 @@ def collect_inputs(audio: str, text: str | None = None) -> list[InputItem]:
         reference = item.reference if item.text is not None and _same_words(item.text, text) \
             else None
         items = [InputItem(item.id, item.audio, text, reference)]
-    return _unique_ids(items)
+    ids = unique_ids(item.id for item in items)
+    return [replace(item, id=item_id) for item, item_id in zip(items, ids, strict=True)]
+
+
+def sidecars(audio: Path) -> list[Path]:
+    """The files next to ``audio`` that :func:`collect_inputs` reads as its transcript."""
+    return [audio.with_suffix(suffix) for suffix in (".json", ".txt")]
 
 
 def read_text_argument(value: str | None) -> str | None:
-    """``--text``: the transcript itself, or the path of a ``.txt`` file holding it."""
+    """``--text``: the transcript itself, or the path of a text file holding it.
+
+    A value without whitespace that names a folder (``a/b``) or ends like a text file
+    (``.txt``, ``.lab``, ...) is a path: it must exist and hold UTF-8 text.
+
+    Raises:
+        InputError: the value is not valid text, or looks like a path that does not exist.
+    """
     if value is None:
         return None
+    _check_encodable(value, "--text")
+    if not _looks_like_a_path(value):
+        return value
     candidate = Path(value).expanduser()
-    if value.endswith(".txt") and candidate.is_file():
-        return candidate.read_text(encoding="utf-8")
-    return value
+    if candidate.is_file():
+        return read_text_file(candidate, "--text").strip()
+    raise InputError(f"--text {value} looks like a file name, but there is no such file; check "
+                     f"the path, or give the spoken words themselves (a transcript with spaces is "
+                     f"never taken for a path)")
+
+
+def read_text_file(path: Path, role: str) -> str:
+    """The UTF-8 text of ``path`` (a byte-order mark is allowed).
+
+    Raises:
+        InputError: the file cannot be read or is not UTF-8; the message names ``role``.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read {role} {path} ({error.strerror or error}); check the "
+                         f"file's permissions") from error
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(f"{role} {path} is not UTF-8 text (byte 0x{data[error.start]:02x} at "
+                         f"offset {error.start}); save it as UTF-8, e.g. `iconv -f latin1 -t "
+                         f"utf-8`") from error
+
+
+def _looks_like_a_path(value: str) -> bool:
+    stripped = value.strip()
+    if not stripped or any(character.isspace() for character in stripped):
+        return False
+    separators = {"/", os.sep} | ({os.altsep} if os.altsep else set())
+    return (any(separator in stripped for separator in separators)
+            or Path(stripped).suffix.lower() in TEXT_FILE_SUFFIXES)
+
+
+def _check_encodable(text: str, role: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InputError(f"{role} is not valid UTF-8 text (undecodable bytes at character "
+                         f"{error.start}); type the transcript again or pass a UTF-8 file"
+                         ) from error
 
 
 def _folder(folder: Path) -> list[InputItem]:
@@ -100,25 +177,36 @@ def _folder(folder: Path) -> list[InputItem]:
     return [_with_sidecars(path.stem, path) for path in files]
 
 
-def _with_sidecars(item_id: str, audio: Path) -> InputItem:
-    described = audio.with_suffix(".json")
-    if described.is_file():
-        try:
-            entry = json.loads(described.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise InputError(f"sidecar {described} is not valid JSON (line {error.lineno}); fix "
-                             f"or remove it") from error
-        if isinstance(entry, dict):
-            return InputItem(item_id, audio, _text_of(entry), _reference_of(entry, described))
-    written = audio.with_suffix(".txt")
-    if written.is_file():
-        return InputItem(item_id, audio, written.read_text(encoding="utf-8").strip())
+def _with_sidecars(item_id: str, audio: Path, ignore_problems: bool = False) -> InputItem:
+    """The item with its transcript and reference from ``<name>.json`` or ``<name>.txt``; a
+    sidecar that cannot be used becomes the item's ``problem`` (unless ``ignore_problems``: the
+    transcript comes from elsewhere)."""
+    described, written = sidecars(audio)
+    try:
+        if described.is_file():
+            entry = _json_sidecar(described)
+            if isinstance(entry, dict):
+                return InputItem(item_id, audio, _text_of(entry, described),
+                                 _reference_of(entry, described))
+        if written.is_file():
+            return InputItem(item_id, audio, read_text_file(written, "transcript").strip())
+    except InputError as error:
+        if not ignore_problems:
+            return InputItem(item_id, audio, problem=str(error))
     return InputItem(item_id, audio)
+
+
+def _json_sidecar(path: Path) -> Any:
+    try:
+        return json.loads(read_text_file(path, "sidecar"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"sidecar {path} is not valid JSON (line {error.lineno}); fix or remove "
+                         f"it") from error
 
 
 def _list_file(path: Path) -> list[InputItem]:
     items = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path, "list file").splitlines(), start=1):
         line = line.rstrip()
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -127,7 +215,7 @@ def _list_file(path: Path) -> list[InputItem]:
         if audio.suffix.lower() not in AUDIO_SUFFIXES:
             raise InputError(f"line {number} of {path} names {audio_text.strip()!r}, not an audio "
                              f"file; a list file holds one audio path per line (tab, then text)")
-        item = _with_sidecars(audio.stem, audio)
+        item = _with_sidecars(audio.stem, audio, ignore_problems=bool(transcript.strip()))
         if transcript.strip():
             item = InputItem(item.id, audio, transcript.strip(), item.reference)
         items.append(item)
@@ -147,13 +235,17 @@ def _manifest(path: Path) -> list[InputItem]:
             raise InputError(f"entry {number} of {path} names no audio file; give it one of the "
                              f"fields {', '.join(AUDIO_KEYS)}")
         audio = _resolve(path, str(audio_value))
-        items.append(InputItem(str(entry.get("id") or audio.stem), audio, _text_of(entry),
-                               _reference_of(entry, path)))
+        item_id = str(entry.get("id") or audio.stem)
+        try:
+            items.append(InputItem(item_id, audio, _text_of(entry, path),
+                                   _reference_of(entry, path)))
+        except InputError as error:
+            items.append(InputItem(item_id, audio, problem=f"entry {number}: {error}"))
     return items
 
 
 def _manifest_entries(path: Path) -> list[dict[str, Any]]:
-    content = path.read_text(encoding="utf-8")
+    content = read_text_file(path, "manifest")
     suffix = path.suffix.lower()
     try:
         if suffix == ".tsv":
@@ -172,9 +264,13 @@ def _manifest_entries(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def _text_of(entry: dict[str, Any]) -> str | None:
+def _text_of(entry: dict[str, Any], source: Path) -> str | None:
     text = next((entry[key] for key in TEXT_KEYS if key in entry), None)
-    return None if text is None else str(text)
+    if text is None:
+        return None
+    text = str(text)
+    _check_encodable(text, f"the transcript in {source}")
+    return text
 
 
 def _reference_of(entry: dict[str, Any], source: Path) -> ReferenceWords | None:
@@ -186,7 +282,7 @@ def _reference_of(entry: dict[str, Any], source: Path) -> ReferenceWords | None:
                      for word in words)
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(f"the reference words in {source} must be objects with word, start and "
-                         f"end (seconds); found {words[0]!r}") from error
+                         f"end (seconds); found {str(words)[:80]}") from error
 
 
 def _resolve(listing: Path, value: str) -> Path:
@@ -196,14 +292,3 @@ def _resolve(listing: Path, value: str) -> Path:
 
 def _same_words(first: str, second: str) -> bool:
     return first.lower().split() == second.lower().split()
-
-
-def _unique_ids(items: list[InputItem]) -> list[InputItem]:
-    seen: dict[str, int] = {}
-    unique = []
-    for item in items:
-        count = seen.get(item.id, 0)
-        seen[item.id] = count + 1
-        unique.append(item if count == 0 else
-                      InputItem(f"{item.id}-{count + 1}", item.audio, item.text, item.reference))
-    return unique

@@ -62,7 +62,7 @@ class BatchSummary:
 
     def finish(self, out: Path | None) -> int:
         """Print the summary of a run over several inputs; the exit code (1 if any failed)."""
-        if len(self.outcomes) <= 1:
+        if not self.outcomes:
             return 0
         total = sum(outcome.seconds for outcome in self.outcomes)
         done = len(self.outcomes) - len(self.failed)
@@ -84,6 +84,7 @@ class Progress:
         self.total = total
         self.stream = stream
         self.bar: Any = None
+        self.shown = 0
         if bool(getattr(stream, "isatty", lambda: False)()):
             try:
                 from tqdm import tqdm
@@ -91,16 +92,29 @@ class Progress:
                 return
             self.bar = tqdm(total=total, file=stream, unit="file", dynamic_ncols=True)
 
-    def show(self, done: int, outcome: Outcome) -> None:
-        status = f"ok ({outcome.detail})" if outcome.ok else f"FAILED: {outcome.error}"
+    def advance_to(self, done: int) -> None:
+        """Show ``done`` files finished (by any rank)."""
         if self.bar is None:
-            print(f"[{done}/{self.total}] {outcome.item.id}: {status} "
-                  f"({outcome.seconds:.1f} s)", file=self.stream, flush=True)
+            if done > self.shown:
+                print(f"[{done}/{self.total}] finished on all ranks", file=self.stream,
+                      flush=True)
+                self.shown = done
+        elif done > self.bar.n:
+            self.bar.update(done - self.bar.n)
+
+    def show(self, done: int, item_id: str, ok: bool, detail: str | None, error: str | None,
+             seconds: float) -> None:
+        """One file finished; ``done`` counts every finished file so far."""
+        status = f"ok ({detail})" if ok else f"FAILED: {error}"
+        if self.bar is None:
+            print(f"[{done}/{self.total}] {item_id}: {status} ({seconds:.1f} s)",
+                  file=self.stream, flush=True)
+            self.shown = max(self.shown, done)
             return
-        if not outcome.ok:
-            self.bar.write(f"{outcome.item.id}: {status}", file=self.stream)
-        self.bar.set_postfix_str(outcome.item.id, refresh=False)
-        self.bar.update()
+        if not ok:
+            self.bar.write(f"{item_id}: {status}", file=self.stream)
+        self.bar.set_postfix_str(item_id, refresh=False)
+        self.advance_to(done)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -108,15 +122,15 @@ class Progress:
 
 
 def run_items(items: list[InputItem], process: Callable[[InputItem], str],
-              stream: TextIO | None = None) -> BatchSummary:
+              stream: TextIO | None = None, force_batch: bool = False) -> BatchSummary:
     """Call ``process`` on every item; ``process`` returns a short success note.
 
-    With one item, its exception propagates. With several, each failure is recorded as a
-    one-line error and the run goes on (``KeyboardInterrupt`` still stops it).
+    With one item (unless ``force_batch``), its exception propagates. Otherwise each failure is
+    recorded as a one-line error and the run goes on (``KeyboardInterrupt`` still stops it).
     """
     stream = sys.stderr if stream is None else stream
     summary = BatchSummary(stream=stream)
-    if len(items) == 1:
+    if len(items) == 1 and not force_batch:
         started = time.perf_counter()
         detail = process(items[0])
         summary.outcomes.append(Outcome(items[0], time.perf_counter() - started, detail))
@@ -133,7 +147,7 @@ def run_items(items: list[InputItem], process: Callable[[InputItem], str],
                 failure = one_line(error)
             outcome = Outcome(item, time.perf_counter() - started, detail, failure)
             summary.outcomes.append(outcome)
-            progress.show(done, outcome)
+            progress.show(done, item.id, outcome.ok, detail, failure, outcome.seconds)
     finally:
         progress.close()
     return summary

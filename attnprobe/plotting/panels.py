@@ -139,3 +139,19 @@ def offset_histogram(axes: Any, diagonality: Any) -> None:
                         -0.5, len(diagonality.layers) - 0.5))
     axes.set(title="attention per offset (heads averaged)", xlabel="key - query frame",
              ylabel="layer")
+
+
+def scores_over_training(axes: Any, steps: Sequence[int], scores: np.ndarray, threshold: float,
+                         title: str = "") -> None:
+    """Per-block reversal scores ``(checkpoints, blocks)`` against the training step, one line
+    per block (darker for later blocks), over the reversed and time-order zones."""
+    import matplotlib
+
+    score_zones(axes, threshold)
+    values = np.asarray(scores, dtype=np.float64)
+    colours = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, max(values.shape[1], 1)))
+    for block in range(values.shape[1]):
+        axes.plot(steps, values[:, block], marker="o", markersize=3, color=colours[block],
+                  label=f"block {block}")
+    axes.set(xlabel="training step", ylabel="reversal score (+1 kept, -1 reversed)", title=title)
+    axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))

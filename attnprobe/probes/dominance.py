@@ -106,10 +106,19 @@ class BranchDominanceReducer:
         # (site, "input" | "output" | "survival") -> per-call (batch,) values
         self._values: dict[tuple[Site, str], list[np.ndarray]] = {}
         self._pending_inputs: dict[Site, Captured] = {}
+        self._refused: str | None = None
 
     def update(self, site: Site, what: str, captured: Captured) -> None:
         if (site.stack != self.stack or site.layer is None or what not in ("input", "output")
-                or site.kind not in ("block", *BRANCH_KINDS)):
+                or site.kind not in ("block", *BRANCH_KINDS) or self._refused is not None):
+            return
+        if site.kind == "block" and what == "output" and site in self._pending_inputs \
+                and self._pending_inputs[site].value.shape != captured.value.shape:
+            # Said by result(), so that the other probes of the same pass still report.
+            self._refused = (f"{site.name} changes the shape of the residual stream (input "
+                             f"{tuple(self._pending_inputs[site].value.shape)}, output "
+                             f"{tuple(captured.value.shape)}): dominance compares branches with "
+                             f"a residual that keeps frames and width")
             return
         self._values.setdefault((site, what), []).append(_mean_frame_norm(captured))
         if site.kind != "block":
@@ -123,6 +132,8 @@ class BranchDominanceReducer:
 
     def result(self) -> BranchDominance:
         """The result over every call seen so far."""
+        if self._refused is not None:
+            raise CapabilityError(self._refused)
         blocks = sorted({site for site, _ in self._values if site.kind == "block"}, key=_layer)
         layers = [_layer(site) for site in blocks]
         branch_sites = [site for site, what in self._values if site.kind != "block"

@@ -8,7 +8,7 @@ import torch
 
 from attnprobe.adapters import SiteMap
 from attnprobe.batch import SpeechBatch
-from attnprobe.errors import GradientUnavailableError, InputError
+from attnprobe.errors import CapabilityError, GradientUnavailableError, InputError
 from attnprobe.sites import FRONTEND_SITE
 from attnprobe.trace import Trace
 
@@ -17,12 +17,13 @@ def encoder_layers(site_map: SiteMap) -> list[int]:
     """Indices of the site map's encoder blocks, in order.
 
     Raises:
-        InputError: the site map has no ``encoder.<i>`` sites.
+        CapabilityError: the site map has no ``encoder.<i>`` sites.
     """
     layers = site_map.encoder_layers
     if not layers:
-        raise InputError(f"the {site_map.family} adapter exposes no encoder blocks "
-                         f"('encoder.<i>' sites); these probes need them")
+        raise CapabilityError(f"the {site_map.family} site map found no encoder blocks "
+                              f"('encoder.<i>' sites; attnprobe.describe(model) says why); these "
+                              f"probes need them")
     return layers
 
 

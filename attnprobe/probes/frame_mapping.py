@@ -127,7 +127,7 @@ def frame_mapping(model: nn.Module, batch: BatchForm, *,
     """
     require_grad_mode("frame_mapping")
     batch = as_speech_batch(batch)
-    adapter = resolve_adapter(model, adapter, runner)
+    adapter = resolve_adapter(model, adapter, runner, example=batch)
     available = encoder_layers(adapter.site_map)
     chosen = available if layers is None else list(layers)
     unknown = sorted(set(chosen) - set(available))
@@ -142,7 +142,8 @@ def frame_mapping(model: nn.Module, batch: BatchForm, *,
         leaf_batch = differentiable_inputs(SpeechBatch(batch.inputs, batch.input_lengths))
         for layer in chosen:
             with trace(model, sites=[FRONTEND_SITE, f"encoder.{layer}"], capture={"output"},
-                       attach=True, adapter=adapter.site_map) as traced:
+                       attach=True, adapter=adapter.site_map,
+                       input_lengths=leaf_batch.input_lengths) as traced:
                 adapter.runner.run(leaf_batch)
             encoder_input, input_lengths = encoder_input_of(traced, leaf_batch, adapter.site_map)
             record = traced[f"encoder.{layer}"]

@@ -109,7 +109,7 @@ def gradient_maps(model: nn.Module, batch: BatchForm, *, chunk_size: int | None 
     """
     require_grad_mode("gradient_maps")
     batch = as_speech_batch(batch)
-    adapter = resolve_adapter(model, adapter, runner)
+    adapter = resolve_adapter(model, adapter, runner, example=batch)
     if not adapter.site_map.has_decoder:
         raise CapabilityError(
             f"gradient maps need an attention decoder, and this {adapter.family} model has none; "
@@ -122,7 +122,8 @@ def gradient_maps(model: nn.Module, batch: BatchForm, *, chunk_size: int | None 
     with evaluation_mode(model), torch.enable_grad():
         leaf_batch = differentiable_inputs(batch)
         with trace(model, kind=("frontend", "block"), stack="encoder",
-                   capture={"output"}, attach=True, adapter=adapter.site_map) as traced:
+                   capture={"output"}, attach=True, adapter=adapter.site_map,
+                   input_lengths=leaf_batch.input_lengths) as traced:
             log_probs = adapter.runner.label_log_probs(leaf_batch)
         encoder_input, lengths = encoder_input_of(traced, leaf_batch, adapter.site_map)
         require_positions(lengths, "encoder frames", "use longer inputs")

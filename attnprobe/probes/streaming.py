@@ -68,19 +68,27 @@ def streaming_probes(model: nn.Module, batch: BatchForm, *,
         block input held until its block's output arrives.
     """
     batch = as_speech_batch(batch)
-    adapter = resolve_adapter(model, adapter, runner)
+    adapter = resolve_adapter(model, adapter, runner, example=batch)
     has_decoder = adapter.site_map.has_decoder
     cross = CrossAttentionMonotonicityReducer(
         threshold=threshold, first_label_position=adapter.runner.first_label_position)
     diagonality = SelfAttentionDiagonalityReducer(max_offset, threshold)
     dominance = BranchDominanceReducer()
+    if not any(_streamed_site(binding.site) for binding in adapter.site_map.bindings()):
+        raise CapabilityError(f"the {adapter.family} site map found no encoder blocks, branches "
+                              f"or cross-attention to stream (attnprobe.describe(model) says "
+                              f"why)")
+    # Without labels a decoder runs on its prompt alone: nothing to rank, so nothing to reduce.
+    scores_cross = batch.labels is not None and has_decoder
     with evaluation_mode(model), torch.no_grad():
-        with trace(model, _streamed_site, capture={"input", "output", "attention"},
-                   reducers=[cross, diagonality, dominance], store=False,
-                   adapter=adapter.site_map):
+        with trace(model, _streamed_site if scores_cross else _encoder_site,
+                   capture={"input", "output", "attention"},
+                   reducers=[cross, diagonality, dominance] if scores_cross
+                   else [diagonality, dominance], store=False,
+                   adapter=adapter.site_map, input_lengths=batch.input_lengths):
             adapter.runner.run(batch)
     results = StreamingResults(None, None, None)
-    if batch.labels is None or not has_decoder:
+    if not scores_cross:
         results.unavailable["cross_attention"] = (
             "the model has no attention decoder" if not has_decoder
             else "the batch has no labels to teacher-force the decoder with")
@@ -96,6 +104,10 @@ def _streamed_site(site: Site) -> bool:
     if site.kind == "cross_attn":
         return True
     return site.stack == "encoder" and site.kind in ("block", "ffn", "self_attn", "conv")
+
+
+def _encoder_site(site: Site) -> bool:
+    return site.kind != "cross_attn" and _streamed_site(site)
 
 
 def _or_reason(reducer: Any, name: str, unavailable: dict[str, str]) -> Any:

@@ -24,6 +24,7 @@ wide margin on both sides."""
 
 DECIDED_BY_FRAME_MAPPING = "frame mapping"
 DECIDED_BY_DECODER = "gradient maps and cross-attention"
+DECIDED_BY_NOTHING = "nothing (no probe that decides could run)"
 
 
 def reversal_verdict(scores: Iterable[float], layers: Iterable[int], threshold: float
@@ -43,17 +44,20 @@ def reversal_verdict(scores: Iterable[float], layers: Iterable[int], threshold: 
     return reversed_at
 
 
-def combined_verdict(mapping: FrameMapping, maps: GradientMaps | None,
+def combined_verdict(mapping: FrameMapping | None, maps: GradientMaps | None,
                      cross: CrossAttentionMonotonicity | None) -> tuple[int | None, str]:
     """The reversed block (or ``None``) and which probes decided it.
 
     The frame mapping decides, unless it sees no reversal while an aligned decoder's gradient
     maps turn at a block and its cross-attention runs backwards: the residual path keeps each
     output frame's largest input derivative at home, so the frame mapping can miss a reversal that
-    the label evidence shows (``docs/reproduction.md``).
+    the label evidence shows (``docs/reproduction.md``). Without a frame mapping only that decoder
+    evidence decides; without either, nothing does.
     """
-    if (mapping.reversed_at is None and maps is not None and maps.aligned
+    if ((mapping is None or mapping.reversed_at is None) and maps is not None and maps.aligned
             and maps.reversed_at is not None and cross is not None
             and cross.verdict == "reversed"):
         return maps.reversed_at, DECIDED_BY_DECODER
+    if mapping is None:
+        return None, DECIDED_BY_NOTHING
     return mapping.reversed_at, DECIDED_BY_FRAME_MAPPING

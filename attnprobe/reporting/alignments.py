@@ -29,6 +29,7 @@ from attnprobe.loading import LoadedModel, Transcript
 
 from .text import format_table
 from .utterance import aligned_words, check_transcript_fits, errors_against_reference
+from .warnings import answer_warnings
 
 METHODS = ("gradient", "cross-attention", "ctc")
 FORMATS = ("table", "json", "textgrid", "ctm")
@@ -74,7 +75,13 @@ def align_item(loaded: LoadedModel, item: InputItem, method: str = "gradient",
     audio = read_audio(item.audio).at_rate(loaded.sample_rate)
     if method == "gradient":
         # Any length, and the targets the model's settings ask for (Whisper: characters).
-        return align_transcript(loaded, audio.samples, item.text, settings), audio.duration
+        alignment = align_transcript(loaded, audio.samples, item.text, settings)
+        fits = loaded.max_seconds is None or audio.duration <= loaded.max_seconds
+        # The transcript's likelihood needs one pass over the whole audio: only where it fits.
+        batch = loaded.batch(audio.samples, loaded.transcript(item.text)) if fits else None
+        alignment.warnings.extend(warning for warning in answer_warnings(loaded, audio, batch)
+                                  if warning not in alignment.warnings)
+        return alignment, audio.duration
     if loaded.max_seconds is not None and audio.duration > loaded.max_seconds:
         raise InputError(f"{item.audio} lasts {audio.duration:.1f} s but --method {method} "
                          f"reads one window of at most {loaded.max_seconds:g} s of {loaded.name}; "
@@ -82,7 +89,10 @@ def align_item(loaded: LoadedModel, item: InputItem, method: str = "gradient",
     transcript = loaded.transcript(item.text)
     batch = loaded.batch(audio.samples, transcript)
     check_transcript_fits(loaded, batch, audio.duration)
-    return ALIGNERS[method](loaded, batch, transcript, settings), audio.duration
+    alignment = ALIGNERS[method](loaded, batch, transcript, settings)
+    alignment.warnings.extend(warning for warning in answer_warnings(loaded, audio, batch)
+                              if warning not in alignment.warnings)
+    return alignment, audio.duration
 
 
 def render(alignment: Alignment, item: InputItem, duration: float, output_format: str,
@@ -108,4 +118,5 @@ def render(alignment: Alignment, item: InputItem, duration: float, output_format
     if errors is not None:
         lines.append(errors.summary())
     lines += [f"note: {note}" for note in notes]
+    lines += [f"warning: {warning}" for warning in alignment.warnings]
     return "\n".join(lines) + "\n"

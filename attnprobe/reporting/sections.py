@@ -34,7 +34,7 @@ def section_of(result: UtteranceResult, figures: list[PageFigure]) -> Section:
     if result.errors is not None:
         lines.append(f"Gradient alignment against the reference word times: "
                      f"{result.errors.summary()}")
-    notes = list(result.notes)
+    notes = [f"Warning: {warning}" for warning in result.warnings] + list(result.notes)
     if not result.model.trained:
         notes.insert(0, "This model is an untrained stand-in: its verdict and word times show "
                         "what the report looks like, not a finding.")
@@ -43,9 +43,6 @@ def section_of(result: UtteranceResult, figures: list[PageFigure]) -> Section:
     if result.alignment is not None:
         header, rows = word_table(result)
         tables.append(PageTable(header, rows, "Word times (gradient alignment)"))
-    timing = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.seconds.items())
-    if timing:
-        lines.append(f"Time taken: {timing}.")
     return Section(f"{result.model.name} on {result.item.id}", verdict, kind, lines, evidence,
                    notes, figures, tables, details_of(result))
 
@@ -62,7 +59,8 @@ def details_of(result: UtteranceResult) -> str:
 def queue_result(result: UtteranceResult, pending: PendingFiles | None, prefix: str = ""
                  ) -> Section:
     """Render the result's figures, queue them and its JSON under ``prefix`` (when writing), and
-    return its HTML section."""
+    return its HTML section. Nothing written holds a wall-clock time (the terminal text does), so
+    the same input always gives the same files."""
     page_figures = []
     for named in figures_of(result):
         png = png_bytes(named.figure)
@@ -70,5 +68,6 @@ def queue_result(result: UtteranceResult, pending: PendingFiles | None, prefix: 
             pending.add(f"{prefix}{named.name}.png", png)
         page_figures.append(PageFigure(named.title, named.caption, png))
     if pending is not None:
-        pending.add(f"{prefix}report.json", json.dumps(result.to_dict(), indent=1) + "\n")
+        pending.add(f"{prefix}report.json",
+                    json.dumps(result.to_dict(include_seconds=False), indent=1) + "\n")
     return section_of(result, page_figures)

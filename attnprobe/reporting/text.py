@@ -57,6 +57,7 @@ def describe(result: UtteranceResult) -> str:
     if result.errors is not None:
         lines.append(result.errors.summary())
     lines += [f"  note: {note}" for note in result.notes]
+    lines += [f"  warning: {warning}" for warning in result.warnings]
     timing = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in result.seconds.items())
     if timing:
         lines.append(f"  time: {timing}")

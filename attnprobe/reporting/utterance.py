@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -21,6 +21,7 @@ from attnprobe.alignment import (
     settings_for,
     timestamp_errors,
 )
+from attnprobe.alignment.transcript import LABELS_PER_BACKWARD
 from attnprobe.audio import Audio, read_audio
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import InputError
@@ -38,6 +39,8 @@ from attnprobe.probes import (
 )
 from attnprobe.probes.report import DEFAULT_MAX_FRAMES
 from attnprobe.trace import trace
+
+from .warnings import answer_warnings
 
 GIB = 2**30
 
@@ -80,6 +83,8 @@ class UtteranceResult:
         alignment: the gradient alignment, or ``None``.
         errors: time-stamp errors against ``item.reference``, or ``None``.
         notes: what else the reader should know.
+        warnings: why the verdict and the times may mean nothing (no speech, an unlikely
+            transcript; :mod:`.warnings`).
         seconds: wall-clock seconds per step.
     """
 
@@ -94,6 +99,7 @@ class UtteranceResult:
     alignment: Alignment | None = None
     errors: TimestampErrors | None = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -123,9 +129,11 @@ class UtteranceResult:
         return [result.summary().splitlines()[0] for result in
                 (self.cross_attention, self.diagonality, self.dominance) if result is not None]
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON values: the report's numbers, the alignment, the errors."""
-        return {
+    def to_dict(self, include_seconds: bool = True) -> dict[str, Any]:
+        """Plain JSON values: the report's numbers, the alignment, the errors; wall-clock seconds
+        only with ``include_seconds`` (files written by a job leave them out, so that the same
+        input always gives the same bytes)."""
+        document = {
             "id": self.item.id,
             "audio": str(self.item.audio),
             "duration_s": self.audio.duration,
@@ -149,8 +157,11 @@ class UtteranceResult:
              for word, start, end in self.item.reference],
             "timestamp_errors": None if self.errors is None else self.errors.to_dict(),
             "notes": self.notes,
-            "seconds": self.seconds,
+            "warnings": self.warnings,
         }
+        if include_seconds:
+            document["seconds"] = self.seconds
+        return document
 
 
 def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
@@ -176,15 +187,17 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
             result.notes.append("the model transcribed nothing, so the decoder probes did not run")
     batch = loaded.batch(audio.samples, result.transcript)
     check_transcript_fits(loaded, batch, audio.duration)
+    result.warnings = answer_warnings(loaded, audio, batch)
     labels = 0 if result.transcript is None else len(result.transcript.ids)
     if loaded.adapter.site_map.has_decoder and 0 < labels < MINIMUM_POSITIONS:
         raise InputError(
             f"the transcript has {labels} labels; the decoder probes rank label positions and "
             f"need at least {MINIMUM_POSITIONS}: give the whole transcript of the audio")
-    frames, width, blocks = encoder_shape(loaded, batch)
-    chunk_size = fitting_chunk_size(frames, width, blocks, options)
+    shape = encoder_shape(loaded, batch)
+    frames = shape.frames
+    chunk_size = fitting_chunk_size(shape, options)
     if chunk_size is None:
-        needed = frame_mapping_bytes(frames, width, blocks, replace(options, chunk_size=1))
+        needed = frame_mapping_bytes(shape, replace(options, chunk_size=1))
         result.report_skipped = (
             f"the frame mapping would need about {needed / GIB:.1f} GiB (limit "
             f"{options.memory_limit_bytes / GIB:.1f} GiB) to probe {frames} encoder frames one "
@@ -208,6 +221,7 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
     if options.align and result.transcript is not None:
         started = time.perf_counter()
         result.alignment = aligned_words(loaded, batch, result.transcript)
+        result.alignment.warnings.extend(result.warnings)
         result.seconds["gradient alignment"] = time.perf_counter() - started
         result.errors = errors_against_reference(result.alignment, item, result.notes)
     return result
@@ -216,7 +230,8 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
 def aligned_words(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcript,
                   settings: AlignmentSettings | None = None) -> Alignment:
     """The gradient alignment of one utterance, with the model family's settings by default
-    (Whisper: the transcript spelled as characters)."""
+    (Whisper: the transcript spelled as characters), :data:`LABELS_PER_BACKWARD` labels per
+    pass."""
     settings = settings or settings_for(loaded.family)
     if settings.targets == "characters" and loaded.tokenizer is not None:
         transcript = loaded.spelled_transcript(transcript.text)
@@ -224,7 +239,7 @@ def aligned_words(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcrip
                             torch.tensor([len(transcript.ids)]))
     (alignment,) = gradient_alignment(loaded.model, batch, [transcript.tokens], settings=settings,
                                       ctc_blank=loaded.ctc_blank, word_style=loaded.word_style,
-                                      adapter=loaded.adapter)
+                                      adapter=loaded.adapter, chunk_size=LABELS_PER_BACKWARD)
     return alignment
 
 
@@ -260,40 +275,64 @@ def errors_against_reference(alignment: Alignment, item: InputItem,
         return None
 
 
-def frame_mapping_bytes(frames: int, width: int, blocks: int, options: ReportOptions) -> int:
-    """Approximate memory of the report's frame mapping on one utterance: the gradient directions
-    of every probed encoder frame, ``(projections, probed, frames, width)``, plus one chunk's
-    attention gradients, ``chunk x blocks x frames^2``, in float32."""
+class EncoderShape(NamedTuple):
+    """What the frame mapping's memory depends on: encoder frames, width, blocks and the largest
+    number of self-attention heads of a block (1 without self-attention sites)."""
+
+    frames: int
+    width: int
+    blocks: int
+    heads: int = 1
+
+
+GRADIENT_SLACK = 1.5
+"""Margin on one direction's backward buffers: the allocator rounds up and keeps freed blocks
+(measured against peak resident memory by ``tests/test_memory_limit.py``)."""
+
+
+def frame_mapping_bytes(shape: EncoderShape, options: ReportOptions) -> int:
+    """Memory of the report's frame mapping on one utterance, in float32: the gradient directions
+    of every probed encoder frame, ``(directions, probed, frames, width)``, plus what one chunk
+    of directions holds in its batched backward: per direction and block the gradients of the
+    attention probabilities, ``heads x frames^2``, and of a few hidden states,
+    ``2 x frames x width``."""
+    frames, width, blocks, heads = shape
     directions = width if options.projections is None else options.projections
     probed = frames if options.max_frames is None else min(frames, options.max_frames)
     chunk = min(options.chunk_size or 256, directions * probed)
-    return 4 * (directions * probed * frames * width + chunk * blocks * frames * frames)
+    per_direction = blocks * (heads * frames * frames + 2 * frames * width)
+    return int(4 * (directions * probed * frames * width
+                    + GRADIENT_SLACK * chunk * per_direction))
 
 
-def fitting_chunk_size(frames: int, width: int, blocks: int,
-                       options: ReportOptions) -> int | None:
+def fitting_chunk_size(shape: EncoderShape, options: ReportOptions) -> int | None:
     """The largest chunk, at most ``options.chunk_size``, whose frame mapping fits the memory
     limit (:func:`frame_mapping_bytes`); ``None`` when not even one direction at a time fits."""
     chunk = options.chunk_size
     while chunk >= 1:
-        if frame_mapping_bytes(frames, width, blocks,
-                               replace(options, chunk_size=chunk)) <= options.memory_limit_bytes:
+        if frame_mapping_bytes(shape, replace(options, chunk_size=chunk)) \
+                <= options.memory_limit_bytes:
             return chunk
         chunk //= 2
     return None
 
 
-def encoder_shape(loaded: LoadedModel, batch: Any) -> tuple[int, int, int]:
-    """``(frames, width, blocks)`` of the encoder blocks' outputs, from one forward pass."""
-    blocks = loaded.adapter.site_map.encoder_layers
+def encoder_shape(loaded: LoadedModel, batch: Any) -> EncoderShape:
+    """The :class:`EncoderShape` of the model on ``batch``, from one forward pass."""
+    site_map = loaded.adapter.site_map
+    blocks = site_map.encoder_layers
     if not blocks:
         raise InputError(f"the {loaded.family} adapter exposes no encoder blocks, so there is no "
                          f"reversal to probe")
-    with torch.no_grad(), trace(loaded.model, f"encoder.{blocks[-1]}", capture={"output"},
-                                adapter=loaded.adapter.site_map) as traced:
+    last = f"encoder.{blocks[-1]}"
+    attention = f"{last}.self_attn"
+    sites = [last, attention] if site_map.binding(attention) is not None else [last]
+    with torch.no_grad(), trace(loaded.model, sites, capture={"output", "attention"},
+                                adapter=site_map) as traced:
         loaded.adapter.runner.run(SpeechBatch(batch.inputs, batch.input_lengths))
-    record = traced[f"encoder.{blocks[-1]}"]
-    return int(record.output.shape[1]), int(record.output.shape[2]), len(blocks)
+    output = traced[last].output
+    heads = traced[attention].attention.shape[1] if attention in traced else 1
+    return EncoderShape(int(output.shape[1]), int(output.shape[2]), len(blocks), int(heads))
 
 
 def encoder_frame_seconds(loaded: LoadedModel) -> float:

@@ -4,8 +4,12 @@
     python -m benchmarks.reproduction.table --figure docs/reproduction/reversal_vs_step.png \
         --blocks-figure docs/reproduction/reversal_per_block.png
 
-Reads ``runs/<name>/summary.json`` (finished runs), ``monitor.jsonl`` (the FlipMonitor history)
-and ``evaluation.json`` (from ``evaluate``, where present). Every number comes from those files.
+Reads ``<runs>/<name>/summary.json`` (finished runs), ``monitor.jsonl`` (the FlipMonitor history)
+and ``evaluation.json`` (from ``evaluate``, where present) from every ``--runs-dir``: by default
+``runs/`` (this machine's runs, not committed), ``checkpoints/`` (the shipped runs) and
+``docs/reproduction/runs/`` (the small per-run files committed for the runs whose checkpoints are
+not kept), the first folder holding a run winning. Every number comes from those files, so a
+fresh clone regenerates the table of the committed runs.
 """
 
 from __future__ import annotations
@@ -22,11 +26,21 @@ from .train import SUMMARY_NAME
 MISSING = "–"
 
 
-def load_runs(runs_dir: Path) -> list[dict[str, Any]]:
-    """One dict per finished run: ``summary``, ``monitor`` (records) and ``evaluation`` (or None)."""
+DEFAULT_RUN_FOLDERS = ("runs", "checkpoints", "docs/reproduction/runs")
+
+
+def load_runs(runs_dirs: list[Path]) -> list[dict[str, Any]]:
+    """One dict per finished run: ``summary``, ``monitor`` (records) and ``evaluation`` (or None);
+    a run found in several folders is read from the first."""
     runs = []
-    for summary_path in sorted(runs_dir.glob(f"*/{SUMMARY_NAME}")):
+    seen: set[str] = set()
+    summaries = [path for runs_dir in runs_dirs
+                 for path in sorted(runs_dir.glob(f"*/{SUMMARY_NAME}"))]
+    for summary_path in summaries:
         folder = summary_path.parent
+        if folder.name in seen:
+            continue
+        seen.add(folder.name)
         monitor_path = folder / "monitor.jsonl"
         evaluation_path = folder / "evaluation.json"
         runs.append({
@@ -194,20 +208,28 @@ def block_figure(runs: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def tables(runs: list[dict[str, Any]]) -> str:
+    """The run table, the group table and the branch-dominance table, as printed (and as pasted
+    into ``docs/reproduction.md``, which ``tests/test_docs_tables.py`` checks)."""
+    dominance = dominance_table(runs)
+    return markdown(runs) + ("\n\n" + dominance if dominance else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Results table and figure of the sweep.")
-    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--runs-dir", action="append", type=Path,
+                        help=f"a folder of run folders (repeatable; default: "
+                             f"{', '.join(DEFAULT_RUN_FOLDERS)})")
     parser.add_argument("--figure", type=Path, help="write the reversal-vs-step figure here (PNG)")
     parser.add_argument("--blocks-figure", type=Path,
                         help="write the per-block reversal score of every run here (PNG)")
     arguments = parser.parse_args(argv)
-    runs = load_runs(Path(arguments.runs_dir))
+    folders = arguments.runs_dir or [Path(folder) for folder in DEFAULT_RUN_FOLDERS]
+    runs = load_runs(folders)
     if not runs:
-        raise SystemExit(f"no finished runs under {arguments.runs_dir}; run the sweep first")
-    print(markdown(runs))
-    dominance = dominance_table(runs)
-    if dominance:
-        print("\n" + dominance)
+        raise SystemExit(f"no finished runs under {', '.join(map(str, folders))}; run the sweep "
+                         f"first")
+    print(tables(runs))
     if arguments.figure is not None:
         figure(runs, arguments.figure)
         print(f"\nfigure: {arguments.figure}")

@@ -2,9 +2,11 @@
 
 TextGrid: two interval tiers, ``"words"`` and ``"labels"``; each tiles ``[0, duration]`` with
 empty intervals in the gaps, as Praat requires. Aligners whose neighbouring spans share a frame
-(cross-attention DTW) get the shared stretch split at its middle.
+(cross-attention DTW) get the shared stretch split at its middle. An alignment with warnings gets a
+third tier, ``"warnings"``, one interval over the whole file.
 
-CTM: one line per word, ``utterance channel start duration word``, times in seconds.
+CTM: one line per word, ``utterance channel start duration word``, times in seconds; warnings
+come first as ``;;`` comment lines.
 """
 
 from __future__ import annotations
@@ -26,11 +28,15 @@ def textgrid_text(alignment: Alignment, duration_s: float | None = None) -> str:
         duration_s: length of the recording; defaults to ``alignment.duration_s`` (the valid
             frames). Pass the audio duration when the last frame ends before the audio does.
     """
+    alignment.require_seconds("a TextGrid")
     duration = alignment.duration_s if duration_s is None else duration_s
+    assert duration is not None
     tiers = {
         "words": [(word.start_s, word.end_s, word.text) for word in alignment.words],
         "labels": [(label.start_s, label.end_s, label.text) for label in alignment.labels],
     }
+    if alignment.warnings:
+        tiers["warnings"] = [(0.0, duration, " / ".join(alignment.warnings))]
     lines = [
         'File type = "ooTextFile"',
         'Object class = "TextGrid"',
@@ -114,7 +120,9 @@ def ctm_text(utterance_id: str, alignment: Alignment, channel: int = 1) -> str:
     """CTM lines ``utterance channel start duration word`` for one utterance."""
     if any(char.isspace() for char in utterance_id):
         raise ValueError(f"utterance id {utterance_id!r} contains whitespace; CTM splits on it")
-    lines = []
+    alignment.require_seconds("a CTM file")
+    lines = [f";; {utterance_id} warning: {' '.join(warning.split())}\n"
+             for warning in alignment.warnings]
     for word in alignment.words:
         if any(char.isspace() for char in word.text):
             raise ValueError(

@@ -38,6 +38,8 @@ def close_word_gaps(alignment: Alignment, *, max_gap_s: float = 0.3,
         raise ValueError(f"assign={assign!r}; use one of {GAP_OWNERS}")
     if not max_gap_s >= 0:
         raise ValueError(f"max_gap_s={max_gap_s}; use a duration in seconds >= 0 (e.g. 0.3)")
+    alignment.require_seconds("closing gaps of at most max_gap_s seconds")
+    assert alignment.seconds_per_frame is not None
     max_gap_frames = max_gap_s / alignment.seconds_per_frame + 1e-9
     labels = list(alignment.labels)
 
@@ -78,5 +80,5 @@ def _word_over(word: WordSpan, labels: list[LabelSpan], alignment: Alignment) ->
                    end_s=_seconds(end, alignment))
 
 
-def _seconds(frame: int, alignment: Alignment) -> float:
+def _seconds(frame: int, alignment: Alignment) -> float | None:
     return frame_to_seconds(frame, alignment.frame_shift_s, alignment.subsampling)

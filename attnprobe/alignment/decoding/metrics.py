@@ -153,6 +153,9 @@ def aggregate_timestamp_errors(per_utterance: Iterable[TimestampErrors]) -> Time
 
 def _text_start_end(word: WordTime) -> tuple[str, float, float]:
     if isinstance(word, WordSpan):
+        if word.start_s is None or word.end_s is None:
+            raise ValueError(f"word {word.text!r} has frames but no times (the frame shift was "
+                             f"unknown); align with a runner that knows frame_shift_seconds")
         return word.text, word.start_s, word.end_s
     text, start, end = word
     return str(text), float(start), float(end)

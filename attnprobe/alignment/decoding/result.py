@@ -6,7 +6,9 @@ alike.
 
 Frames and seconds: the score matrix has one column per model frame. With input features every
 ``frame_shift_s`` seconds and a frontend that subsamples by ``subsampling``, model frame ``i``
-covers ``[i * subsampling * frame_shift_s, (i + 1) * subsampling * frame_shift_s)``.
+covers ``[i * subsampling * frame_shift_s, (i + 1) * subsampling * frame_shift_s)``. Where the
+frame shift is unknown (a model whose runner does not say it), ``frame_shift_s`` and every
+``*_s`` time are ``None``: the alignment is in frames only.
 """
 
 from __future__ import annotations
@@ -31,16 +33,16 @@ class LabelSpan:
         text: the token string.
         start_frame: first model frame of the label.
         end_frame: one past its last frame (``end_frame > start_frame``).
-        start_s: start of ``start_frame`` in seconds.
-        end_s: end of frame ``end_frame - 1`` in seconds.
+        start_s: start of ``start_frame`` in seconds (``None``: frame shift unknown).
+        end_s: end of frame ``end_frame - 1`` in seconds (``None``: frame shift unknown).
     """
 
     index: int
     text: str
     start_frame: int
     end_frame: int
-    start_s: float
-    end_s: float
+    start_s: float | None
+    end_s: float | None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,8 +61,8 @@ class WordSpan:
 
     Attributes:
         text: the word as written (sub-word markers removed).
-        start_s: start time in seconds.
-        end_s: end time in seconds.
+        start_s: start time in seconds (``None``: frame shift unknown).
+        end_s: end time in seconds (``None``: frame shift unknown).
         start_frame: first model frame.
         end_frame: one past the last model frame.
         label_start: index of the word's first label.
@@ -70,8 +72,8 @@ class WordSpan:
     """
 
     text: str
-    start_s: float
-    end_s: float
+    start_s: float | None
+    end_s: float | None
     start_frame: int
     end_frame: int
     label_start: int
@@ -79,7 +81,9 @@ class WordSpan:
     confidence: float | None = None
 
     @property
-    def centre_s(self) -> float:
+    def centre_s(self) -> float | None:
+        if self.start_s is None or self.end_s is None:
+            return None
         return (self.start_s + self.end_s) / 2
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,7 +106,8 @@ class Alignment:
     Attributes:
         labels: one :class:`LabelSpan` per label, in transcript order.
         words: the labels grouped into words, in transcript order.
-        frame_shift_s: shift of the input features in seconds (0.01 for 10 ms log-mels).
+        frame_shift_s: shift of the input features in seconds (0.01 for 10 ms log-mels);
+            ``None`` when unknown (times are then ``None``; frames are always there).
         subsampling: frontend subsampling factor between input features and score columns.
         num_frames: valid model frames of the utterance (score-matrix columns).
         method: which aligner produced this (``"gradient_viterbi"``, ``"cross_attention_dtw"``,
@@ -117,7 +122,7 @@ class Alignment:
 
     labels: list[LabelSpan]
     words: list[WordSpan]
-    frame_shift_s: float
+    frame_shift_s: float | None
     subsampling: int
     num_frames: int
     method: str
@@ -127,14 +132,31 @@ class Alignment:
     warnings: list[str] = field(default_factory=list)
 
     @property
-    def seconds_per_frame(self) -> float:
-        """Duration of one score-matrix column in seconds."""
-        return self.frame_shift_s * self.subsampling
+    def in_seconds(self) -> bool:
+        """Whether the frame shift is known, so that spans carry times in seconds."""
+        return self.frame_shift_s is not None
 
     @property
-    def duration_s(self) -> float:
-        """Duration of the valid frames in seconds."""
-        return self.num_frames * self.seconds_per_frame
+    def seconds_per_frame(self) -> float | None:
+        """Duration of one score-matrix column in seconds (``None``: frame shift unknown)."""
+        return None if self.frame_shift_s is None else self.frame_shift_s * self.subsampling
+
+    @property
+    def duration_s(self) -> float | None:
+        """Duration of the valid frames in seconds (``None``: frame shift unknown)."""
+        seconds = self.seconds_per_frame
+        return None if seconds is None else self.num_frames * seconds
+
+    def require_seconds(self, purpose: str) -> None:
+        """Raise :class:`attnprobe.errors.CapabilityError` for ``purpose`` when the alignment has
+        frames only."""
+        if not self.in_seconds:
+            from attnprobe.errors import CapabilityError
+
+            raise CapabilityError(
+                f"{purpose} needs times in seconds, but this alignment counts frames: the "
+                f"model's runner does not know its frame shift. Give the runner a "
+                f"frame_shift_seconds (seconds per frame of batch.inputs) and align again")
 
     def to_dict(self, include_scores: bool = False) -> dict[str, Any]:
         """JSON-ready dictionary; the score matrix only with ``include_scores`` (it is large)."""
@@ -158,7 +180,10 @@ class Alignment:
         return json.dumps(self.to_dict(include_scores=include_scores), indent=indent)
 
     def summary(self) -> str:
-        """A readable table of the words with their times."""
+        """A readable table of the words with their times (frames when the shift is unknown)."""
+        if not self.in_seconds:
+            return self._frame_summary()
+        assert self.duration_s is not None and self.seconds_per_frame is not None
         header = (
             f"Alignment ({self.method}): {len(self.words)} words, {len(self.labels)} labels, "
             f"{self.duration_s:.2f} s ({self.num_frames} frames x "
@@ -169,6 +194,17 @@ class Alignment:
         rows += [
             f"  {word.text:<{width}}  {word.start_s:8.3f}  {word.end_s:8.3f}" for word in self.words
         ]
+        rows += [f"  warning: {warning}" for warning in self.warnings]
+        return "\n".join(rows)
+
+    def _frame_summary(self) -> str:
+        header = (f"Alignment ({self.method}): {len(self.words)} words, {len(self.labels)} "
+                  f"labels, {self.num_frames} frames (frame shift unknown: times in frames of "
+                  f"{self.subsampling} input frame{'s' if self.subsampling > 1 else ''})")
+        width = max([len("word")] + [len(word.text) for word in self.words])
+        rows = [header, f"  {'word':<{width}}  {'start':>6}  {'end':>6}"]
+        rows += [f"  {word.text:<{width}}  {word.start_frame:6d}  {word.end_frame:6d}"
+                 for word in self.words]
         rows += [f"  warning: {warning}" for warning in self.warnings]
         return "\n".join(rows)
 

@@ -268,7 +268,7 @@ def align_score_matrix_batch(
     scores: torch.Tensor | np.ndarray,
     tokens: Sequence[Sequence[str]],
     *,
-    frame_shift_s: float,
+    frame_shift_s: float | None,
     subsampling: int = 1,
     label_lengths: torch.Tensor | Sequence[int] | None = None,
     frame_lengths: torch.Tensor | Sequence[int] | None = None,
@@ -280,7 +280,8 @@ def align_score_matrix_batch(
 
     ``tokens[i]`` holds the ``label_lengths[i]`` token strings of item ``i``; ``quietness`` is
     ``(batch, frames)``. Every word gets a confidence (:mod:`.confidence`), and an alignment whose
-    words barely stand out of the blank gets a warning.
+    words barely stand out of the blank gets a warning. With ``frame_shift_s=None`` (unknown) the
+    alignments are in frames and gaps are not closed (their length in seconds is unknown).
     """
     scores = torch.as_tensor(scores)
     label_lengths = checked_lengths(label_lengths, scores.shape[0], scores.shape[1],
@@ -328,7 +329,7 @@ def align_score_matrix_batch(
         warning = low_confidence_warning(confidences)
         if warning is not None:
             alignment.warnings.append(warning)
-        if settings.max_gap_s > 0:
+        if settings.max_gap_s > 0 and frame_shift_s is not None:
             alignment = close_word_gaps(alignment, max_gap_s=settings.max_gap_s)
         alignments.append(alignment)
     return alignments

@@ -205,20 +205,22 @@ def _join(first: WordTokens, second: WordTokens) -> WordTokens:
     return WordTokens(first.text + second.text, first.token_start, second.token_end)
 
 
-def frame_to_seconds(frame: int, frame_shift_s: float, subsampling: int = 1) -> float:
-    """Start of model ``frame`` in seconds: it covers ``[frame, frame + 1) * subsampling * shift``.
+def frame_to_seconds(frame: int, frame_shift_s: float | None, subsampling: int = 1
+                     ) -> float | None:
+    """Start of model ``frame`` in seconds: it covers ``[frame, frame + 1) * subsampling * shift``;
+    ``None`` when the frame shift is unknown.
 
     Frames at subsampling ``f`` map back to input frames: model frame ``i`` is input frames
     ``i * f .. (i + 1) * f - 1``.
     """
-    return frame * subsampling * frame_shift_s
+    return None if frame_shift_s is None else frame * subsampling * frame_shift_s
 
 
 def label_spans(
     label_frames: np.ndarray,
     tokens: Sequence[str],
     *,
-    frame_shift_s: float,
+    frame_shift_s: float | None,
     subsampling: int = 1,
 ) -> list[LabelSpan]:
     """Label frame spans ``(labels, 2)`` as ``[start, end)`` -> :class:`LabelSpan` objects."""
@@ -240,7 +242,7 @@ def word_spans(
     words: Sequence[WordTokens],
     label_frames: np.ndarray,
     *,
-    frame_shift_s: float,
+    frame_shift_s: float | None,
     subsampling: int = 1,
 ) -> list[WordSpan]:
     """Word times: from the first frame of a word's first token to the last frame of its last.
@@ -248,7 +250,8 @@ def word_spans(
     Args:
         words: from :func:`tokens_to_words`.
         label_frames: ``(labels, 2)`` int, ``[start, end)`` model frames of every label.
-        frame_shift_s: input feature shift in seconds (0.01 for 10 ms features).
+        frame_shift_s: input feature shift in seconds (0.01 for 10 ms features); ``None`` when
+            unknown (the spans then carry frames only).
         subsampling: frames of the score matrix per input feature frame (e.g. 6 for 60 ms).
     """
     spans = []
@@ -273,7 +276,7 @@ def alignment_from_label_frames(
     label_frames: np.ndarray,
     tokens: Sequence[str],
     *,
-    frame_shift_s: float,
+    frame_shift_s: float | None,
     subsampling: int = 1,
     num_frames: int,
     method: str,
@@ -282,8 +285,9 @@ def alignment_from_label_frames(
     scores: np.ndarray | None = None,
     path_score: float | None = None,
 ) -> Alignment:
-    """Assemble an :class:`Alignment` from per-label frame spans ``(labels, 2)``."""
-    if frame_shift_s <= 0 or subsampling < 1:
+    """Assemble an :class:`Alignment` from per-label frame spans ``(labels, 2)`` (in frames only
+    when ``frame_shift_s`` is ``None``)."""
+    if (frame_shift_s is not None and frame_shift_s <= 0) or subsampling < 1:
         raise ValueError(
             f"frame_shift_s={frame_shift_s} and subsampling={subsampling}: need a positive shift "
             f"in seconds (0.01 for 10 ms features) and an integer subsampling >= 1"

@@ -54,17 +54,17 @@ def model_forward(
     differentiates the ``encoder.frontend`` site's output, kept attached to the graph by the
     trace; SmoothGrad and Integrated Gradients replace that output with a changed copy instead.
     ``gradient_input="encoder.<i>"`` differentiates that block's output (:mod:`.block_output`).
-    ``gradient_input="auto"`` picks one by the runner's frame shift
-    (:meth:`~attnprobe.alignment.settings.AlignmentSettings.scored_input`).
+    ``gradient_input="auto"`` picks one by the runner's frame shift, or where that is unknown by
+    the inputs' rank (:meth:`~attnprobe.alignment.settings.AlignmentSettings.scored_input`).
     """
-    bound = resolve_adapter(model, adapter, runner)
     batch = as_speech_batch(batch)
+    bound = resolve_adapter(model, adapter, runner, example=batch)
     if batch.labels is None or batch.label_lengths is None:
         raise InputError("gradient scores need the reference transcription: give SpeechBatch(..., "
                          "labels=..., label_lengths=...)")
     batch = _normal_tensors(batch)
     scored = AlignmentSettings(gradient_input=gradient_input).scored_input(
-        bound.runner.frame_shift_seconds)
+        bound.runner.frame_shift_seconds, batch.inputs.dim())
     if scored == "features":
         require_float_inputs(batch.inputs, "the batch inputs")
         return LabelForward(
@@ -124,8 +124,8 @@ def _encoder_input_pass(model: nn.Module, adapter: Adapter, batch: SpeechBatch,
         inputs = inputs.clone().requires_grad_(True)
     replaced: list[torch.Tensor] = []
     with evaluation_mode(model), trace(model, FRONTEND_SITE, capture={"output"},
-                                       attach=transform is None,
-                                       adapter=adapter.site_map) as traced, \
+                                       attach=transform is None, adapter=adapter.site_map,
+                                       input_lengths=batch.input_lengths) as traced, \
             frozen_parameters(model, enabled=transform is not None or differentiable), \
             _replacing_output(binding, transform, traced, replaced):
         log_probs = label_log_probs(adapter.runner, batch.with_inputs(inputs), ctc_blank)
