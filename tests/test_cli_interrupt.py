@@ -44,13 +44,18 @@ def interrupted_run(arguments: list[object], out: Path, after: int) -> subproces
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=environment, cwd=REPO)
     outcomes = out / ".attnprobe" / "outcomes"
-    deadline = time.monotonic() + 90
+    # Generous: on a loaded machine, starting Python, torch and the model alone can take a minute.
+    deadline = time.monotonic() + 300
+    sent = False
     while time.monotonic() < deadline and process.poll() is None:
         if len(list(outcomes.glob("*.json"))) >= after:
             process.send_signal(signal.SIGINT)
+            sent = True
             break
         time.sleep(0.02)
-    stdout, stderr = process.communicate(timeout=90)
+    stdout, stderr = process.communicate(timeout=300)
+    assert sent, (f"the run ended (code {process.returncode}) or ran out of time before {after} "
+                  f"files were finished, so it was never interrupted:\n{stderr}")
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
