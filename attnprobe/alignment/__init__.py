@@ -8,8 +8,9 @@ against. Two halves, one after the other:
   alignment over ``[blank, a_1, blank, ..., a_S, blank]``, words, gap closing, exports (TextGrid,
   CTM) and the time-stamp error against reference word times.
 
-:func:`gradient_alignment` runs both with the library's defaults (:data:`DEFAULT_SETTINGS`, one
-:class:`AlignmentSettings` object). :mod:`.baselines` holds cross-attention DTW, CTC forced
+:func:`gradient_alignment` runs both with the model family's defaults (:func:`settings_for`:
+:data:`WHISPER_SETTINGS` for Whisper, :data:`DEFAULT_SETTINGS` for every other model);
+:func:`align_transcript` aligns a text to audio of any length (character targets, windows). :mod:`.baselines` holds cross-attention DTW, CTC forced
 alignment and even spacing, which return the same :class:`Alignment`.
 
 Usage::
@@ -40,19 +41,31 @@ from .decoding import (
     write_ctm,
     write_textgrid,
 )
-from .gradient import align_scores, gradient_alignment
+from .gradient import align_scores, gradient_alignment, gradient_score_matrices
+from .long_audio import LongAudioPlan
 from .scoring import IntegratedGradients, SmoothGrad
-from .settings import BLANK_10MS, BLANK_60MS, DEFAULT_SETTINGS, AlignmentSettings, BlankScore
+from .settings import (
+    BLANK_10MS,
+    BLANK_60MS,
+    DEFAULT_SETTINGS,
+    WHISPER_SETTINGS,
+    AlignmentSettings,
+    BlankScore,
+    settings_for,
+)
+from .transcript import align_transcript
 
 __all__ = [
     "BLANK_10MS",
     "BLANK_60MS",
     "DEFAULT_SETTINGS",
+    "WHISPER_SETTINGS",
     "Alignment",
     "AlignmentSettings",
     "BlankScore",
     "IntegratedGradients",
     "LabelSpan",
+    "LongAudioPlan",
     "SmoothGrad",
     "TimestampErrors",
     "WordSpan",
@@ -60,14 +73,17 @@ __all__ = [
     "align_score_matrix",
     "align_score_matrix_batch",
     "align_scores",
+    "align_transcript",
     "close_word_gaps",
     "cross_attention_alignment",
     "ctc_forced_alignment",
     "ctm_text",
     "evenly_spaced_alignment",
     "gradient_alignment",
+    "gradient_score_matrices",
     "model_cross_attention_alignment",
     "model_ctc_alignment",
+    "settings_for",
     "textgrid_text",
     "timestamp_errors",
     "write_ctm",

@@ -12,7 +12,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from attnprobe.alignment import DEFAULT_SETTINGS
 from attnprobe.errors import InputError, OutputError
 from attnprobe.jobs import (
     InputItem,
@@ -34,9 +33,13 @@ def run_align(arguments: argparse.Namespace) -> int:
     """The ``align`` command; returns the exit code."""
     items = collect_inputs(arguments.audio, read_text_argument(arguments.text))
     out = None if arguments.out is None else Path(arguments.out).expanduser()
-    settings = DEFAULT_SETTINGS.replace(blank=arguments.blank,
-                                        max_gap_s=arguments.close_gaps / 1000)
-    job = AlignJob(arguments.model, arguments.method, settings, arguments.format)
+    changes: dict[str, object] = {}
+    if arguments.blank is not None:
+        changes["blank"] = arguments.blank
+    if arguments.close_gaps is not None:
+        changes["max_gap_s"] = arguments.close_gaps / 1000
+    job = AlignJob(arguments.model, arguments.method, output_format=arguments.format,
+                   settings_changes=changes, language=arguments.language, task=arguments.task)
     inputs = InputPaths.of_run(arguments.audio, items, arguments.text, arguments.model)
     group = JobGroup.from_environment(arguments.timeout)
     if names_collection(arguments.audio) or group.distributed:

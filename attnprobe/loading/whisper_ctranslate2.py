@@ -28,7 +28,12 @@ from .ctranslate2_file import INSTALL_HINT, CTranslate2Checkpoint, read_ctransla
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
-    from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import (
+        WhisperConfig,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
 def _count_layers(checkpoint: CTranslate2Checkpoint, stack: str) -> int:
     return sum(1 for name in checkpoint.variables if name.startswith(f"{stack}/layer_")
@@ -255,7 +260,6 @@ def load_whisper_ct2(path: str | Path | None = None, dtype: torch.dtype = torch.
         WhisperFeatureExtractor,
         WhisperForConditionalGeneration,
         WhisperProcessor,
-        WhisperTokenizer,
     )
 
     folder = _default_checkpoint_folder() if path is None else Path(path)
@@ -276,15 +280,48 @@ def load_whisper_ct2(path: str | Path | None = None, dtype: torch.dtype = torch.
         model = WhisperForConditionalGeneration(config)
     _load_strictly(model, state, dtype)
     _generation_settings(model, folder / "config.json", fast_tokenizer)
-    tokenizer = WhisperTokenizer(tokenizer_file=str(folder / "tokenizer.json"))
+    tokenizer = _repaired_tokenizer(folder / "tokenizer.json")
     feature_extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
     return model.eval(), WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
+def _repaired_tokenizer(path: Path) -> WhisperTokenizer:
+    """The folder's tokenizer, with merges it lacks put back (:mod:`.tokenizer_repair`), checked
+    by encoding ``" to the"``."""
+    import tempfile
+    import warnings
+
+    from transformers import WhisperTokenizer
+
+    from attnprobe.errors import ModelLoadError
+
+    from .tokenizer_repair import check_whisper_tokenizer, repaired_merges
+
+    document, added = repaired_merges(json.loads(path.read_text()))
+    try:
+        if not added:
+            tokenizer = WhisperTokenizer(tokenizer_file=str(path))
+        else:
+            warnings.warn(f"{path} lacks the BPE merges {added}; they were put back, so that "
+                          f"' to the' encodes as Whisper does", stacklevel=3)
+            with tempfile.TemporaryDirectory() as scratch:
+                repaired = Path(scratch) / "tokenizer.json"
+                repaired.write_text(json.dumps(document))
+                tokenizer = WhisperTokenizer(tokenizer_file=str(repaired))
+    except Exception as error:  # the tokenizers library raises plain Exception on bad files
+        raise ModelLoadError(f"cannot read {path}: {str(error).splitlines()[0]}; copy the "
+                             f"tokenizer.json of the same Whisper size into the folder") from error
+    check_whisper_tokenizer(tokenizer, str(path.parent))
+    return tokenizer
+
+
 @torch.no_grad()
 def transcribe_greedy(model: WhisperForConditionalGeneration, processor: WhisperProcessor,
-                      audio: np.ndarray, sampling_rate: int = 16000, max_new_tokens: int = 128) -> str:
-    """Greedy transcript of one utterance, prompted with ``<|startoftranscript|><|notimestamps|>``.
+                      audio: np.ndarray, sampling_rate: int = 16000, max_new_tokens: int = 128,
+                      prompt: list[int] | None = None) -> str:
+    """Greedy transcript of one utterance, prompted with ``prompt`` (default
+    ``<|startoftranscript|><|notimestamps|>``; multilingual models want their language and task
+    in between, :mod:`attnprobe.loading.whisper_prompt`).
 
     Args:
         audio: ``(samples,)`` float waveform in [-1, 1] at ``sampling_rate`` (16 kHz for Whisper).
@@ -293,7 +330,8 @@ def transcribe_greedy(model: WhisperForConditionalGeneration, processor: Whisper
     features = processor.feature_extractor(audio, sampling_rate=sampling_rate, return_tensors="pt")
     input_features = features.input_features.to(model.dtype)
     end_of_text = model.config.eos_token_id
-    tokens = [model.config.decoder_start_token_id, model.generation_config.no_timestamps_token_id]
+    tokens = list(prompt) if prompt else [model.config.decoder_start_token_id,
+                                          model.generation_config.no_timestamps_token_id]
     encoder_outputs = model.model.encoder(input_features)
     # The cache keeps the cross-attention keys and values of all encoder frames, computed once.
     cache = None

@@ -13,9 +13,9 @@ import json
 from collections.abc import Callable
 
 from attnprobe.alignment import (
-    DEFAULT_SETTINGS,
     Alignment,
     AlignmentSettings,
+    align_transcript,
     ctm_text,
     model_cross_attention_alignment,
     model_ctc_alignment,
@@ -67,12 +67,25 @@ ALIGNERS: dict[str, Aligner] = {"gradient": aligned_words, "cross-attention": by
 
 
 def align_item(loaded: LoadedModel, item: InputItem, method: str = "gradient",
-               settings: AlignmentSettings = DEFAULT_SETTINGS) -> tuple[Alignment, float]:
+               settings: AlignmentSettings | None = None) -> tuple[Alignment, float]:
     """The alignment of one input by ``method`` and its audio's duration in seconds."""
     if item.text is None:
         raise InputError(f"no transcript for {item.audio}: give --text, a <name>.txt sidecar, or "
                          f"a text column in the manifest")
     audio = read_audio(item.audio).at_rate(loaded.sample_rate)
+    if method == "gradient":
+        # Any length, and the targets the model's settings ask for (Whisper: characters).
+        alignment = align_transcript(loaded, audio.samples, item.text, settings)
+        fits = loaded.max_seconds is None or audio.duration <= loaded.max_seconds
+        # The transcript's likelihood needs one pass over the whole audio: only where it fits.
+        batch = loaded.batch(audio.samples, loaded.transcript(item.text)) if fits else None
+        alignment.warnings.extend(warning for warning in answer_warnings(loaded, audio, batch)
+                                  if warning not in alignment.warnings)
+        return alignment, audio.duration
+    if loaded.max_seconds is not None and audio.duration > loaded.max_seconds:
+        raise InputError(f"{item.audio} lasts {audio.duration:.1f} s but --method {method} "
+                         f"reads one window of at most {loaded.max_seconds:g} s of {loaded.name}; "
+                         f"use --method gradient (any length) or cut the audio")
     transcript = loaded.transcript(item.text)
     batch = loaded.batch(audio.samples, transcript)
     check_transcript_fits(loaded, batch, audio.duration)

@@ -8,7 +8,8 @@
   the summary adds the verdict counts and an overview page, ``report.html``, linking to each.
 
 Before any model is loaded, every item's audio header is checked and its length compared with the
-model's window (:meth:`AudioJob.inspect`); the model is loaded once per rank, on the first item.
+model's window (:meth:`AudioJob.inspect`; gradient alignment takes any length, window by window);
+the model is loaded once per rank, on the first item.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from attnprobe.alignment import DEFAULT_SETTINGS, AlignmentSettings
+from attnprobe.alignment import AlignmentSettings, settings_for
 from attnprobe.audio import check_audio_file
 from attnprobe.errors import InputError
 from attnprobe.jobs.engine import Inspection, ItemOutput, Job
@@ -44,18 +45,26 @@ class AudioJob(Job):
     Args:
         model: the ``--model`` specification.
         needs_text: items without a transcript fail (``align``).
+        any_length: the job reads audio of any length (gradient alignment, window by window);
+            otherwise audio longer than the model's window is refused from its header.
+        language / task: a multilingual Whisper's decoder prompt (``--language`` / ``--task``).
     """
 
-    def __init__(self, model: str | None, needs_text: bool) -> None:
+    too_long_fix = "cut it into shorter pieces"
+
+    def __init__(self, model: str | None, needs_text: bool, any_length: bool = False,
+                 language: str | None = None, task: str | None = None) -> None:
         self.model_spec = model
         self.needs_text = needs_text
-        self.window_s = model_window_seconds(model)
+        self.window_s = None if any_length else model_window_seconds(model)
+        self.language = language
+        self.task = task
         self._loaded: LoadedModel | None = None
 
     @property
     def loaded(self) -> LoadedModel:
         if self._loaded is None:
-            self._loaded = load_model_or_explain(self.model_spec)
+            self._loaded = load_model_or_explain(self.model_spec, self.language, self.task)
         return self._loaded
 
     def inspect(self, item: InputItem) -> Inspection:
@@ -70,7 +79,7 @@ class AudioJob(Job):
         if self.window_s is not None and header.duration > self.window_s:
             raise InputError(f"{item.audio} lasts {header.duration:.1f} s but "
                              f"{self.model_spec or 'the default model'} reads at most "
-                             f"{self.window_s:g} s at a time; cut it into shorter pieces")
+                             f"{self.window_s:g} s at a time; {self.too_long_fix}")
         if self.needs_text and item.text is None:
             raise InputError(f"no transcript for {item.audio}: give --text, a <name>.txt "
                              f"sidecar, or a text column in the manifest")
@@ -84,18 +93,31 @@ class AlignJob(AudioJob):
     """``attnprobe align`` over a corpus (see the module docstring)."""
 
     command = "align"
+    too_long_fix = "use --method gradient (any length) or cut it into shorter pieces"
 
     def __init__(self, model: str | None, method: str = "gradient",
-                 settings: AlignmentSettings = DEFAULT_SETTINGS,
-                 output_format: str = "json") -> None:
-        super().__init__(model, needs_text=True)
+                 settings: AlignmentSettings | None = None, output_format: str = "json",
+                 settings_changes: dict[str, Any] | None = None, language: str | None = None,
+                 task: str | None = None) -> None:
+        """``settings``: ``None``, the model family's (:func:`~attnprobe.alignment.settings_for`),
+        with ``settings_changes`` (e.g. ``{"blank": ..., "max_gap_s": ...}``) applied."""
+        super().__init__(model, needs_text=True, any_length=method == "gradient",
+                         language=language, task=task)
         self.method = method
-        self.settings = settings
+        self.given_settings = settings
+        self.settings_changes = dict(settings_changes or {})
         self.output_format = output_format
+
+    @property
+    def settings(self) -> AlignmentSettings:
+        settings = self.given_settings or settings_for(self.loaded.family)
+        return settings.replace(**self.settings_changes) if self.settings_changes else settings
 
     def fingerprint(self) -> dict[str, Any]:
         return {"command": self.command, "model": str(self.model_spec), "method": self.method,
-                "format": self.output_format, "settings": repr(self.settings)}
+                "format": self.output_format, "settings": repr(self.given_settings),
+                "changes": repr(sorted(self.settings_changes.items())),
+                "prompt": [self.language, self.task]}
 
     def output_name(self, item_id: str) -> str:
         return f"{item_id}{SUFFIXES[self.output_format]}"
@@ -145,14 +167,15 @@ class ReportJob(AudioJob):
     folder_per_item = True
 
     def __init__(self, model: str | None, options: ReportOptions,
-                 echo: Callable[[str], None] | None = None) -> None:
-        super().__init__(model, needs_text=False)
+                 echo: Callable[[str], None] | None = None, language: str | None = None,
+                 task: str | None = None) -> None:
+        super().__init__(model, needs_text=False, language=language, task=task)
         self.options = options
         self.echo = echo
 
     def fingerprint(self) -> dict[str, Any]:
         return {"command": self.command, "model": str(self.model_spec),
-                "options": repr(self.options)}
+                "options": repr(self.options), "prompt": [self.language, self.task]}
 
     def output_name(self, item_id: str) -> str:
         return item_id

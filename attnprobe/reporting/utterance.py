@@ -18,8 +18,10 @@ from attnprobe.alignment import (
     AlignmentSettings,
     TimestampErrors,
     gradient_alignment,
+    settings_for,
     timestamp_errors,
 )
+from attnprobe.alignment.transcript import LABELS_PER_BACKWARD
 from attnprobe.audio import Audio, read_audio
 from attnprobe.batch import SpeechBatch
 from attnprobe.errors import InputError
@@ -41,12 +43,6 @@ from attnprobe.trace import trace
 from .warnings import answer_warnings
 
 GIB = 2**30
-LABELS_PER_BACKWARD = 8
-"""Labels per backward pass of the command line's alignments (lowered where the memory budget of
-:func:`attnprobe.gradient_alignment` allows fewer), instead of the timed search for the fastest
-chunk: chunks of different sizes round differently in the last bits, so a search that picks by
-timing would make the same input give different files, and a sharded corpus differ from a
-single-process run. On the CPU, 8 is as fast as the search on attnprobe's Conformers."""
 
 
 @dataclass(frozen=True)
@@ -232,8 +228,15 @@ def analyse(loaded: LoadedModel, item: InputItem, options: ReportOptions,
 
 
 def aligned_words(loaded: LoadedModel, batch: SpeechBatch, transcript: Transcript,
-                  settings: AlignmentSettings = DEFAULT_SETTINGS) -> Alignment:
-    """The gradient alignment of one utterance (:data:`LABELS_PER_BACKWARD` labels per pass)."""
+                  settings: AlignmentSettings | None = None) -> Alignment:
+    """The gradient alignment of one utterance, with the model family's settings by default
+    (Whisper: the transcript spelled as characters), :data:`LABELS_PER_BACKWARD` labels per
+    pass."""
+    settings = settings or settings_for(loaded.family)
+    if settings.targets == "characters" and loaded.tokenizer is not None:
+        transcript = loaded.spelled_transcript(transcript.text)
+        batch = SpeechBatch(batch.inputs, batch.input_lengths, torch.tensor([transcript.ids]),
+                            torch.tensor([len(transcript.ids)]))
     (alignment,) = gradient_alignment(loaded.model, batch, [transcript.tokens], settings=settings,
                                       ctc_blank=loaded.ctc_blank, word_style=loaded.word_style,
                                       adapter=loaded.adapter, chunk_size=LABELS_PER_BACKWARD)

@@ -67,6 +67,8 @@ class WordSpan:
         end_frame: one past the last model frame.
         label_start: index of the word's first label.
         label_end: one past the index of its last label.
+        confidence: how clearly the word's labels stand above the blank, in ``(0, 1)``
+            (:mod:`.confidence`); ``None`` where the aligner has no blank to compare with.
     """
 
     text: str
@@ -76,6 +78,7 @@ class WordSpan:
     end_frame: int
     label_start: int
     label_end: int
+    confidence: float | None = None
 
     @property
     def centre_s(self) -> float | None:
@@ -92,6 +95,7 @@ class WordSpan:
             "end_frame": self.end_frame,
             "label_start": self.label_start,
             "label_end": self.label_end,
+            "confidence": self.confidence,
         }
 
 
@@ -201,6 +205,7 @@ class Alignment:
         rows = [header, f"  {'word':<{width}}  {'start':>6}  {'end':>6}"]
         rows += [f"  {word.text:<{width}}  {word.start_frame:6d}  {word.end_frame:6d}"
                  for word in self.words]
+        rows += [f"  warning: {warning}" for warning in self.warnings]
         return "\n".join(rows)
 
     def __str__(self) -> str:

@@ -26,7 +26,8 @@ from attnprobe.model_state import evaluation_mode, frozen_parameters
 from attnprobe.sites import FRONTEND_SITE
 from attnprobe.trace import trace
 
-from ..settings import AlignmentSettings, GradientInput
+from ..settings import AlignmentSettings, GradientInput, encoder_block
+from .block_output import block_output_forward
 from .ctc_term import ctc_label_log_probs
 from .forward import ForwardPass, InputTransform, LabelForward, require_float_inputs
 
@@ -52,6 +53,7 @@ def model_forward(
     scores need no weight gradients, and autograd then saves less. ``input="encoder_input"``
     differentiates the ``encoder.frontend`` site's output, kept attached to the graph by the
     trace; SmoothGrad and Integrated Gradients replace that output with a changed copy instead.
+    ``gradient_input="encoder.<i>"`` differentiates that block's output (:mod:`.block_output`).
     ``gradient_input="auto"`` picks one by the runner's frame shift, or where that is unknown by
     the inputs' rank (:meth:`~attnprobe.alignment.settings.AlignmentSettings.scored_input`).
     """
@@ -67,6 +69,12 @@ def model_forward(
         require_float_inputs(batch.inputs, "the batch inputs")
         return LabelForward(
             lambda transform: _features_pass(model, bound, batch, transform, ctc_blank), 1)
+    block = encoder_block(scored)
+    if block is not None:
+        return block_output_forward(
+            model, bound, batch, block,
+            lambda runner, scored_batch: label_log_probs(runner, scored_batch, ctc_blank),
+            subsampling or _runner_subsampling(bound.runner))
     factor = subsampling or _runner_subsampling(bound.runner)
     return LabelForward(
         lambda transform: _encoder_input_pass(model, bound, batch, transform, ctc_blank), factor)
