@@ -12,7 +12,6 @@ import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +23,9 @@ from attnprobe.alignment.scoring.loudness import input_loudness
 from attnprobe.alignment.transcript import LABELS_PER_BACKWARD
 from attnprobe.loading import LoadedModel
 
+from .code_version import code_version
 from .timit import TimitUtterance
 
-REPOSITORY = Path(__file__).resolve().parents[1]
 SCORING_CODE = ("adapters", "attnprobe/alignment/scoring", "attnprobe/alignment/gradient.py",
                 "attnprobe/loading/transcripts.py", "attnprobe/loading/whisper_ctranslate2.py",
                 "attnprobe/loading/whisper_prompt.py", "attnprobe/trace.py",
@@ -61,21 +60,9 @@ class StoredScores:
     cpu_seconds: float
 
 
-@cache
-def code_version() -> str:
-    """A hash of the library files that compute scores (read once per run)."""
-    digest = hashlib.sha1()
-    for part in SCORING_CODE:
-        path = REPOSITORY / part
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(REPOSITORY).as_posix().encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def cache_key(loaded: LoadedModel, option: ScoringOption, utterance: TimitUtterance) -> str:
     runner = loaded.adapter.runner
-    content = {"code": code_version(), "model": loaded.name,
+    content = {"code": code_version(SCORING_CODE), "model": loaded.name,
                "prompt": list(getattr(runner, "prompt_ids", [])), "option": asdict(option),
                "text": utterance.text,
                "audio": hashlib.sha1(utterance.samples.tobytes()).hexdigest()}
