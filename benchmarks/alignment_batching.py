@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from attnprobe.alignment import gradient_alignment, settings_for
 from attnprobe.alignment.transcript import LABELS_PER_BACKWARD
@@ -41,16 +42,12 @@ def utterances(loaded, count: int) -> list[tuple[np.ndarray, str]]:
 def batched(loaded, pieces) -> tuple[SpeechBatch, list[list[str]]]:
     transcripts = [loaded.spelled_transcript(text) for _, text in pieces]
     inputs = [loaded.inputs(samples) for samples, _ in pieces]
-    frames = max(item.shape[0] for item in inputs)
-    padded = torch.zeros(len(inputs), frames, inputs[0].shape[1])
-    for row, item in enumerate(inputs):
-        padded[row, : item.shape[0]] = item
-    labels = torch.zeros(len(transcripts), max(len(t.ids) for t in transcripts), dtype=torch.long)
-    for row, transcript in enumerate(transcripts):
-        labels[row, : len(transcript.ids)] = torch.tensor(transcript.ids)
-    return (SpeechBatch(padded, torch.tensor([item.shape[0] for item in inputs]), labels,
-                        torch.tensor([len(t.ids) for t in transcripts])),
-            [t.tokens for t in transcripts])
+    labels = [torch.tensor(transcript.ids) for transcript in transcripts]
+    return (SpeechBatch(pad_sequence(inputs, batch_first=True),
+                        torch.tensor([item.shape[0] for item in inputs]),
+                        pad_sequence(labels, batch_first=True),
+                        torch.tensor([len(item) for item in labels])),
+            [transcript.tokens for transcript in transcripts])
 
 
 def align(loaded, batch: SpeechBatch, tokens: list[list[str]]):
